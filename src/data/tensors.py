@@ -1,0 +1,81 @@
+"""In-memory datasets: whole datasets live as tensors and batches are gathered
+by index tensors (no per-item Python in the training loop)."""
+import torch
+
+
+def to_model_input(t):
+    """uint8 images -> float in [0, 1]; captions (int64) and features (float) as they are."""
+    return t.float().div_(255) if t.dtype == torch.uint8 else t
+
+
+class TensorData:
+    """A (multimodal) dataset of N items held as tensors.
+
+    sources: one tensor per modality (e.g. uint8 images (n_m, C, H, W)).
+    index:   one LongTensor (N,) per modality mapping item i -> row of that
+             source (this is how pairs are stored); None means row i is item i.
+    labels:  dict name -> LongTensor (N,), e.g. {'digit': ...}.
+    source:  a human-readable description of where the data came from.
+    """
+
+    def __init__(self, sources, labels, index=None, source='', names=None):
+        self.sources = list(sources)
+        n = len(index[0]) if index is not None else len(self.sources[0])
+        self.index = index
+        self.labels = {k: torch.as_tensor(v, dtype=torch.long) for k, v in labels.items()}
+        self.source = source
+        self.names = names or [f'm{i}' for i in range(len(self.sources))]
+        self._n = n
+        for k, v in self.labels.items():
+            if len(v) != n:
+                raise ValueError(f"label {k!r} has {len(v)} entries for {n} items")
+
+    def __len__(self):
+        return self._n
+
+    @property
+    def multimodal(self):
+        return len(self.sources) > 1
+
+    def gather(self, idx):
+        """Model input for items idx: a tensor, or a list of tensors (one per modality)."""
+        if self.index is None:
+            xs = [to_model_input(s[idx]) for s in self.sources]
+        else:
+            xs = [to_model_input(s[ix[idx]]) for s, ix in zip(self.sources, self.index)]
+        return xs if self.multimodal else xs[0]
+
+    def to(self, device):
+        self.sources = [s.to(device) for s in self.sources]
+        if self.index is not None:
+            self.index = [ix.to(device) for ix in self.index]
+        self.labels = {k: v.to(device) for k, v in self.labels.items()}
+        return self
+
+
+class BatchLoader:
+    """Iterates (x, labels) batches of a TensorData; reshuffles every epoch.
+
+    The shuffle uses its own torch.Generator (seeded), so the order of pairs
+    does not depend on how much randomness the model consumed.
+    """
+
+    def __init__(self, data, batch_size, shuffle=False, seed=0, drop_last=False):
+        self.data = data
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self):
+        n, b = len(self.data), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def __iter__(self):
+        n = len(self.data)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        device = self.data.sources[0].device
+        order = order.to(device)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            yield self.data.gather(idx), {k: v[idx] for k, v in self.data.labels.items()}

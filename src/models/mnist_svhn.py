@@ -1,0 +1,22 @@
+"""MMVAE of MNIST and SVHN (paper section 5): Laplace joint prior."""
+from math import prod
+
+import torch.distributions as dist
+
+from . import register
+from .mnist import MNIST
+from .svhn import SVHN
+from .vae import MMVAE
+
+
+@register
+class MNIST_SVHN(MMVAE):
+    name = 'mnist_svhn'
+    dataset = 'mnist_svhn'
+
+    def __init__(self, params):
+        super().__init__(dist.Laplace, params, MNIST, SVHN)
+        # Balance the modalities' likelihoods by data size (SPEC: 3072 / 784 = 3.918);
+        # a non-zero --llik_scaling replaces the default.
+        self.vaes[0].llik_scaling = (prod(SVHN.data_size) / prod(MNIST.data_size)
+                                     if params.llik_scaling == 0 else params.llik_scaling)

@@ -1,0 +1,211 @@
+"""Training objectives (SPEC section 3). All are maximised; the loss is minus the value.
+
+Every objective has the released call form `objective(model, x, K)` and returns
+a scalar summed over the batch. Unimodal: x is a tensor, model returns
+(q(z|x), p(x|z), zs). Multimodal: x is a list, model returns
+(posteriors [M], likelihoods px_zs[e][d], samples [M]), all samples (K, B, D).
+
+Large batches are evaluated in chunks along the batch axis (memory budget as
+in the released code); each chunk's log weights are concatenated before the
+(per data point) reductions, so the chunked value equals the unchunked one.
+
+dreg estimators (SPEC QUIRK). The released code registers the weighting hook
+on a copy of the samples that the graph never uses, so it never fires: what it
+trains with is sum_k w~_k grad(log w_k) with the encoder parameters entering
+only through the samples. That is the default here (`true_dreg=False`). With
+`true_dreg=True` the hook sits on the samples actually used, which multiplies
+the encoder path once more by w~: the doubly reparameterised estimator of
+Tucker et al. (2018).
+"""
+import math
+from math import prod
+
+import torch
+from torch.distributions import kl_divergence as _torch_kl
+
+MEMORY_BUDGET = 1e8  # released heuristic: about 1e8 / (K * data size) items per chunk
+
+
+def log_mean_exp(value, dim=0, keepdim=False):
+    return torch.logsumexp(value, dim, keepdim=keepdim) - math.log(value.size(dim))
+
+
+def kl_divergence(d1, d2, K=100):
+    """Analytic KL where torch has it, else a K-sample Monte Carlo estimate."""
+    try:
+        return _torch_kl(d1, d2)
+    except NotImplementedError:
+        samples = d1.rsample(torch.Size([K]))
+        return (d1.log_prob(samples) - d2.log_prob(samples)).mean(0)
+
+
+def chunk_size(x, K):
+    """Items per chunk so that K samples of a chunk fit the memory budget."""
+    xs = x if isinstance(x, (list, tuple)) else [x]
+    B = xs[0].size(0)
+    S = int(MEMORY_BUDGET * sum(1.0 / (K * prod(_x.shape[1:])) for _x in xs))
+    if S < 1:
+        raise ValueError(f"K = {K} samples of one data point exceed the memory budget; use a smaller K")
+    return min(B, S)
+
+
+def _chunks(x, K):
+    S = chunk_size(x, K)
+    if isinstance(x, (list, tuple)):
+        return list(zip(*[_x.split(S) for _x in x]))
+    return list(x.split(S))
+
+
+def _log_px_z(px_z, x, scaling):
+    """Scaled log p(x|z) summed over data dimensions: (K, B)."""
+    return px_z.log_prob(x).view(*px_z.batch_shape[:2], -1).sum(-1) * scaling
+
+
+# ---------------------------------------------------------------- unimodal
+
+def _elbo(model, x, K):
+    qz_x, px_z, _ = model(x)  # one sample, as released
+    lpx_z = _log_px_z(px_z, x, model.llik_scaling)
+    kld = kl_divergence(qz_x, model.pz(*model.pz_params)).sum(-1)
+    return (lpx_z - kld).mean(0).sum()
+
+
+def elbo(model, x, K=1):
+    return sum(_elbo(model, _x, K) for _x in _chunks(x, 1))
+
+
+def _log_weights(model, x, K, detach_q):
+    """log w_k = log p(z_k) + s log p(x|z_k) - log q(z_k|x): (K, B)."""
+    qz_x, px_z, zs = model(x, K)
+    if detach_q:  # dreg: the posterior density on detached encoder outputs
+        qz_x = model.qz_x(*[p.detach() for p in model.qz_x_params])
+    lpz = model.pz(*model.pz_params).log_prob(zs).sum(-1)
+    lqz_x = qz_x.log_prob(zs).sum(-1)
+    return lpz + _log_px_z(px_z, x, model.llik_scaling) - lqz_x, zs
+
+
+def iwae(model, x, K):
+    lw = torch.cat([_log_weights(model, _x, K, False)[0] for _x in _chunks(x, K)], 1)
+    return log_mean_exp(lw).sum()
+
+
+def dreg(model, x, K, true_dreg=False):
+    lws, zss = zip(*[_log_weights(model, _x, K, True) for _x in _chunks(x, K)])
+    lw = torch.cat(lws, 1)
+    with torch.no_grad():
+        wt = (lw - torch.logsumexp(lw, 0, keepdim=True)).exp()  # w~ over k
+    if true_dreg:
+        _weight_sample_grads(zss, wt.split([z.size(1) for z in zss], 1))
+    return (wt * lw).sum()
+
+
+def _weight_sample_grads(zss, wts):
+    """Multiply the gradient reaching each sample tensor z (K, B, D) by w~ (K, B)."""
+    for zs, wt in zip(zss, wts):
+        if zs.requires_grad:
+            zs.register_hook(lambda grad, wt=wt: wt.unsqueeze(-1) * grad)
+
+
+# ---------------------------------------------------------------- multimodal
+
+def _m_elbo(model, x, K):
+    qz_xs, px_zs, zss = model(x)
+    pz = model.pz(*model.pz_params)
+    M = len(model.vaes)
+    terms = []
+    for r, qz_x in enumerate(qz_xs):
+        terms.append(-kl_divergence(qz_x, pz).sum(-1))
+        for d in range(M):
+            lpx_z = _log_px_z(px_zs[d][d], x[d], model.vaes[d].llik_scaling)
+            if d != r:  # importance weight q_r(z_d) / q_d(z_d), gradient only through q_r
+                zs = zss[d].detach()
+                lwt = (qz_x.log_prob(zs) - qz_xs[d].log_prob(zs).detach()).sum(-1)
+                lpx_z = lwt.exp() * lpx_z
+            terms.append(lpx_z)
+    return (sum(terms) / M).mean(0).sum()
+
+
+def m_elbo(model, x, K=1):
+    return sum(_m_elbo(model, _x, K) for _x in _chunks(x, 1))
+
+
+def _m_log_weights(model, x, K, detach_q):
+    """Log weights (M, K, B): group r holds samples z ~ q_r,
+    log w = log p(z) + sum_d s_d log p(x_d|z) - log (1/M) sum_m q_m(z)."""
+    qz_xs, px_zs, zss = model(x, K)
+    if detach_q:
+        qz_xs = [vae.qz_x(*[p.detach() for p in vae.qz_x_params]) for vae in model.vaes]
+    pz = model.pz(*model.pz_params)
+    lws = []
+    for r, zs in enumerate(zss):
+        lpz = pz.log_prob(zs).sum(-1)
+        lqz_x = log_mean_exp(torch.stack([qz_x.log_prob(zs).sum(-1) for qz_x in qz_xs]))
+        lpx_z = sum(_log_px_z(px_z, x[d], model.vaes[d].llik_scaling)
+                    for d, px_z in enumerate(px_zs[r]))
+        lws.append(lpz + lpx_z - lqz_x)
+    return torch.stack(lws), zss
+
+
+def _m_lw_chunks(model, x, K, detach_q):
+    """Log weights of all chunks concatenated on the batch axis, and each chunk's samples."""
+    lws, zss = zip(*[_m_log_weights(model, _x, K, detach_q) for _x in _chunks(x, K)])
+    return torch.cat(lws, 2), zss
+
+
+def m_iwae(model, x, K=1):
+    lw, _ = _m_lw_chunks(model, x, K, False)
+    return log_mean_exp(lw.flatten(0, 1)).sum()  # over all M*K samples
+
+
+def m_iwae_looser(model, x, K=1):
+    lw, _ = _m_lw_chunks(model, x, K, False)
+    return log_mean_exp(lw, dim=1).mean(0).sum()  # over K per group, then mean over M
+
+
+def _m_dreg_hooks(zss, wt):
+    """wt (M, K, B): register w~ on each chunk's per-modality samples."""
+    widths = [zs[0].size(1) for zs in zss]
+    for zs_chunk, wt_chunk in zip(zss, wt.split(widths, 2)):
+        _weight_sample_grads(zs_chunk, wt_chunk)
+
+
+def m_dreg(model, x, K=1, true_dreg=False):
+    lw, zss = _m_lw_chunks(model, x, K, True)
+    with torch.no_grad():
+        flat = lw.flatten(0, 1)
+        wt = (flat - torch.logsumexp(flat, 0, keepdim=True)).exp().view_as(lw)  # over M*K
+    if true_dreg:
+        _m_dreg_hooks(zss, wt)
+    return (wt * lw).sum()
+
+
+def m_dreg_looser(model, x, K=1, true_dreg=False):
+    lw, zss = _m_lw_chunks(model, x, K, True)
+    with torch.no_grad():
+        wt = (lw - torch.logsumexp(lw, 1, keepdim=True)).exp()  # over K within each group
+    if true_dreg:
+        _m_dreg_hooks(zss, wt)
+    return (wt * lw).mean(0).sum()
+
+
+OBJECTIVES = {
+    'elbo': elbo, 'iwae': iwae, 'dreg': dreg,
+    'm_elbo': m_elbo, 'm_iwae': m_iwae, 'm_iwae_looser': m_iwae_looser,
+    'm_dreg': m_dreg, 'm_dreg_looser': m_dreg_looser,
+}
+
+
+def get_objective(obj, multimodal, looser=False, true_dreg=False):
+    """The training objective for --obj/--looser/--dreg-estimator, as f(model, x, K)."""
+    name = ('m_' if multimodal else '') + obj
+    if looser and multimodal and obj != 'elbo':  # --looser has no effect on elbo
+        name += '_looser'
+    fn = OBJECTIVES[name]
+    if obj == 'dreg':
+        return lambda model, x, K: fn(model, x, K, true_dreg=true_dreg)
+    return fn
+
+
+def eval_objective(multimodal):
+    """The per-epoch test loss: the tight IWAE bound with the training K."""
+    return m_iwae if multimodal else iwae
