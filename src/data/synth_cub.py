@@ -22,8 +22,9 @@ Described attributes (keys of each attribute dict):
 Not described, only varied: facing direction, position, background, branch.
 
 Captions: caption i belongs to image i // 10. Each caption mentions 2-4 of the
-image's attributes (never a wrong one, never an absent optional part) and the
-10 captions of an image together mention all of them. Everything is
+image's attributes (rarely 5, when needed for coverage), never a wrong one and
+never an absent optional part, and the 10 captions of an image together
+mention all of them. Everything is
 deterministic given the seed, and image i depends only on (seed, i), so a
 larger n extends a smaller one.
 """

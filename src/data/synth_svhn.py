@@ -55,6 +55,8 @@ def _font(path, size):
 def _glyph(path, size, digit, stroke):
     """Rendered digit, cached because text rendering dominates the cost per image.
 
+    At most 16 fonts x 20 sizes x 10 digits x 3 strokes entries (~20 MB).
+
     Returns (uint8 coverage array, (x0, y0) offset of its top-left corner from
     the baseline-left pen position, advance width, ink bbox centre (cx, cy)
     relative to the pen position).
@@ -69,6 +71,7 @@ def _glyph(path, size, digit, stroke):
 
 
 def _luma(rgb):
+    """Perceived brightness (ITU-R 601 weights) of an RGB triple in 0..255."""
     return 0.299 * rgb[0] + 0.587 * rgb[1] + 0.114 * rgb[2]
 
 
@@ -210,9 +213,10 @@ def generate_svhn_like(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
     Returns (images, labels): images uint8 of shape (n, 3, 32, 32) (channels
     first, like torchvision's SVHN), labels int64 of shape (n,) in 0..9, where
-    digit d has label d (unlike torchvision's SVHN, there is no '10 means 0').
+    digit d has label d (torchvision's SVHN also maps the raw '10' to 0).
     Classes are balanced (label i % 10, then shuffled). Deterministic given
-    (n, seed); different n need not share a prefix.
+    (n, seed) for fixed Pillow/FreeType/numpy versions (glyph rasterisation
+    may differ across them); different n need not share a prefix.
     """
     if n < 0:
         raise ValueError(f"n must be non-negative, got {n}")
