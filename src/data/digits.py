@@ -27,8 +27,9 @@ OFFLINE_SOURCE = {'mnist': 'offline: the 5,000 real MNIST digits shipped by mlxt
 
 
 def _download_error(name, data_dir, files, err):
+    reason = (str(err).strip().splitlines() or [''])[0]
     return UserError(
-        f"could not load or download {name} into {os.path.abspath(data_dir)} ({type(err).__name__}: {err}).\n"
+        f"could not load or download {name} into {os.path.abspath(data_dir)} ({type(err).__name__}: {reason}).\n"
         f"  expected files: {', '.join(files)}\n"
         f"  fix: connect to the network once, or copy those files there by hand, "
         f"or run with --offline to use data that need no network")

@@ -117,7 +117,7 @@ def _bird_shapes(a):
     """Bird parts as unit-coordinate polygons, facing right, before placement."""
     big_tail = a['tail_len'] == 'long'
     tl = 0.25 if big_tail else 0.11
-    bl = 0.15 if a['beak_len'] == 'long' else 0.06
+    bl = 0.16 if a['beak_len'] == 'long' else 0.07   # visible length beyond the head
     head_c, head_r = (0.67, 0.385), 0.105
     eye = (0.695, 0.365)
     shapes = {
@@ -127,8 +127,8 @@ def _bird_shapes(a):
         'body': _ellipse(0.47, 0.56, 0.225, 0.145, -22),
         'wing': _ellipse(0.43, 0.53, 0.20, 0.085, -12),
         'head': _ellipse(*head_c, head_r, head_r, 0),
-        'beak': np.array([(0.745, 0.36), (0.755, 0.425),
-                          (0.745 + bl + 0.02, 0.40 + 0.05 * bl)]),
+        'beak': np.array([(0.745, 0.345), (0.745, 0.435),
+                          (0.775 + bl, 0.40 + 0.05 * bl)]),
         'eyering': _ellipse(*eye, 0.036, 0.036, 0),
         'eye': _ellipse(*eye, 0.021, 0.021, 0),
         'eyebrow': np.array([(0.625, 0.34), (0.66, 0.318), (0.735, 0.318),
@@ -196,7 +196,8 @@ def draw_bird(attrs, rng, size=64):
         img.paste(PALETTE[attrs['wingbars']], (0, 0), ImageChops.multiply(wing_mask, bar_mask))
         d = ImageDraw.Draw(img)
 
-    d.polygon(tf(sh['beak']), fill=col['beak'], outline=_outline(col['beak']), width=lw)
+    # Thin edge on the beak: it is small, a full-pixel edge would hide its colour.
+    d.polygon(tf(sh['beak']), fill=col['beak'], outline=_outline(col['beak']), width=SS // 2)
     d.polygon(tf(sh['head']), fill=col['crown'], outline=_outline(col['crown']), width=lw)
     if attrs['eyebrow']:
         d.polygon(tf(sh['eyebrow']), fill=PALETTE[attrs['eyebrow']])

@@ -172,7 +172,7 @@ def _cross_cov(A, B, ma, mb, chunk=8192):
     return out / (len(A) - 1)
 
 
-def fit_cca(X, Y, k=40, reg=1e-8):
+def fit_cca(X, Y, k=40, reg=1e-6):
     """Two-view CCA as the symmetric generalised eigenproblem A v = rho B v.
 
     A = [[0, Cxy], [Cyx, 0]], B = blockdiag(Cxx + rx I, Cyy + ry I), with the
