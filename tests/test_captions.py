@@ -1,16 +1,14 @@
 """Tests for the CUB caption pipeline (src/data/captions.py, SPEC section 5)."""
 import os
-import sys
+import random
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from src.data import captions as C  # noqa: E402
+from src.data import captions as C
 
 REAL_TEST_TXT = ROOT.parent / 'shared' / 'data' / 'cub' / 'text_testclasses.txt'
 
@@ -41,6 +39,20 @@ def test_tokenize_punctuation_and_case():
     assert C.tokenize('it isn\'t "big"') == ['it', 'is', "n't", '``', 'big', "''"]
     # no space after the period: nltk keeps it inside the token, so do we
     assert C.tokenize('short beak.and long wings.') == ['short', 'beak.and', 'long', 'wings', '.']
+
+
+def test_fast_path_matches_nltk():
+    """Simple lines skip nltk; on random strings both routes must agree."""
+    rng = random.Random(0)
+    pieces = ['a', 'b', ' ', ' ', ',', '-', '.', 'cannot', 'gonna', 'wanna ', 'bird ']
+    n_fast = 0
+    for _ in range(5000):
+        line = ''.join(rng.choice(pieces) for _ in range(rng.randint(0, 12))).strip()
+        n_fast += bool(C._SIMPLE.fullmatch(line)) and not C._CONTRACTION.search(line)
+        assert C.tokenize(line) == list(C._tokenize_nltk(line)), line
+    assert n_fast > 1000          # the fast path was exercised
+    assert C.tokenize('it cannot fly, the tail,,is long.') == \
+        ['it', 'can', 'not', 'fly', ',', 'the', 'tail', ',', ',is', 'long', '.']   # nltk's quirks
 
 
 def test_read_captions_blank_lines(tmp_path):
@@ -144,6 +156,9 @@ def test_real_cub_test_captions():
     assert (ids == C.EOS).sum(1).eq(1).all()           # exactly one eos per row
     assert ids[:, 0].ne(C.PAD).all() and ids[:, 0].ne(C.EOS).all()
     assert (ids == C.EXC).float().mean() < 0.01        # rare words are rare
+    # the fast tokeniser path agrees with nltk on (a tenth of) the real lines
+    for line in lines[::10]:
+        assert C.tokenize(line) == list(C._tokenize_nltk(line.lower())), line
     i2w = C.invert_vocab(w2i)
     assert C.decode(ids[0], i2w) == ('the medium sized bird has a dark grey color , '
                                      'a black downward curved beak , and long wings .')

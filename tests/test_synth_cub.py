@@ -1,17 +1,12 @@
 """Tests for the synthetic bird image-caption data (src/data/synth_cub.py)."""
 import re
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from src.data import captions as C  # noqa: E402
-from src.data import synth_cub as S  # noqa: E402
+from src.data import captions as C
+from src.data import synth_cub as S
 
 N = 120
 

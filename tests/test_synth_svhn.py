@@ -1,14 +1,9 @@
 """Tests for src/data/synth_svhn.py, the offline SVHN stand-in. Offline, a few seconds."""
-import os
-import sys
 
 import numpy as np
 import pytest
 
-# `pytest tests/` puts tests/ (not the repo root) on sys.path; make `src` importable.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from src.data.synth_svhn import generate_svhn_like  # noqa: E402
+from src.data.synth_svhn import generate_svhn_like
 
 N_TRAIN, N_TEST = 2000, 500
 

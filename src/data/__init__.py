@@ -3,7 +3,7 @@
 load_data(name, args, split) -> TensorData for split 'train' or 'test'.
 """
 from .digits import load_mnist, load_mnist_svhn, load_svhn
-from .tensors import BatchLoader, TensorData
+from .tensors import BatchLoader, TensorData  # noqa: F401  (re-exported)
 
 DATASETS = {
     'mnist': load_mnist,

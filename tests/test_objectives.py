@@ -1,0 +1,328 @@
+"""Objectives against independent hand computations (SPEC section 3).
+
+A tiny model with deterministic reparameterised samples (z = loc + scale *
+eps_k, eps fixed per sample index k) lets every test see the same samples, and
+makes chunking exactly invariant.
+"""
+import argparse
+import math
+
+import pytest
+import torch
+import torch.distributions as dist
+import torch.nn as nn
+
+from src import objectives as O
+from src.models.vae import MMVAE, VAE, softmax_scale
+
+D, X = 3, 5  # latent and data dimension
+
+
+@pytest.fixture(autouse=True)
+def double_precision():
+    """Hand computations in double: tight tolerances. Restored for other test modules."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def laplace_logpdf(x, loc, scale):
+    return -torch.log(2 * scale) - (x - loc).abs() / scale
+
+
+class Enc(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(X, 2 * D)
+
+    def forward(self, x):
+        h = self.lin(x)
+        return h[..., :D], nn.functional.softplus(h[..., D:]) + 0.5
+
+
+class Dec(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(D, X)
+
+    def forward(self, z):
+        return torch.sigmoid(self.lin(z)), torch.tensor(0.75)
+
+
+class Tiny(VAE):
+    name, data_size = 'tiny', (X,)
+
+    def __init__(self, params):
+        super().__init__(dist.Laplace, dist.Laplace, dist.Laplace, Enc(), Dec(), params)
+        self.register_buffer('eps', torch.randn(64, 1, D))
+
+    def forward(self, x, K=1):
+        self._qz_x_params = self.enc(x)
+        qz_x = self.qz_x(*self._qz_x_params)
+        loc, scale = self._qz_x_params
+        zs = loc + scale * self.eps[:K]  # the same noise for every item: chunk-invariant
+        return qz_x, self.px_z(*self.dec(zs)), zs
+
+
+class TinyPair(MMVAE):
+    name = 'tinypair'
+
+    def __init__(self, params):
+        super().__init__(dist.Laplace, params, Tiny, Tiny)
+        self.vaes[0].llik_scaling = 1.7
+
+
+def params(learn_prior=True):
+    return argparse.Namespace(latent_dim=D, learn_prior=learn_prior, num_hidden_layers=1, llik_scaling=0.)
+
+
+@pytest.fixture
+def uni():
+    torch.manual_seed(0)
+    m = Tiny(params())
+    with torch.no_grad():
+        m._pz_params[1].copy_(torch.randn(1, D))  # a non-trivial learned prior scale
+    return m
+
+
+@pytest.fixture
+def multi():
+    torch.manual_seed(1)
+    m = TinyPair(params())
+    with torch.no_grad():
+        m._pz_params[1].copy_(torch.randn(1, D))
+    return m
+
+
+def data(B=4, seed=2):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(B, X, generator=g)
+
+
+def mdata(B=4):
+    return [data(B, 2), data(B, 3)]
+
+
+# ---------------------------------------------------------------- hand computations
+
+def hand_lw_uni(m, x, K, detach_q=False):
+    """(K, B) log weights, written out with the Laplace density formula."""
+    loc, scale = m.enc(x)
+    if detach_q:
+        loc, scale = loc.detach(), scale.detach()
+    zs = m.enc(x)[0] + m.enc(x)[1] * m.eps[:K]
+    p_loc, p_scale = m._pz_params[0], softmax_scale(m._pz_params[1])
+    mean, s = m.dec(zs)
+    lpz = laplace_logpdf(zs, p_loc, p_scale).sum(-1)
+    lpx = laplace_logpdf(x, mean, s).sum(-1) * m.llik_scaling
+    lq = laplace_logpdf(zs, loc, scale).sum(-1)
+    return lpz + lpx - lq, zs
+
+
+def hand_lw_multi(m, xs, K, detach_q=False, zss=None):
+    """(M, K, B) log weights of the mixture; zss may be given (leaf tensors for gradients)."""
+    M = len(m.vaes)
+    encs = [v.enc(x) for v, x in zip(m.vaes, xs)]
+    if zss is None:
+        zss = [loc + scale * v.eps[:K] for (loc, scale), v in zip(encs, m.vaes)]
+    if detach_q:
+        encs = [(loc.detach(), scale.detach()) for loc, scale in encs]
+    p_loc, p_scale = m._pz_params[0], softmax_scale(m._pz_params[1])
+    out = torch.zeros(M, K, xs[0].size(0))
+    for r in range(M):
+        z = zss[r]
+        lq = torch.stack([laplace_logpdf(z, loc, scale).sum(-1) for loc, scale in encs])
+        lq_mix = torch.log(torch.exp(lq).mean(0))
+        lpx = 0
+        for d, v in enumerate(m.vaes):
+            mean, s = v.dec(z)
+            lpx = lpx + laplace_logpdf(xs[d], mean, s).sum(-1) * v.llik_scaling
+        out[r] = laplace_logpdf(z, p_loc, p_scale).sum(-1) + lpx - lq_mix
+    return out, zss
+
+
+def lme(t, dim=0):
+    return torch.log(torch.exp(t).mean(dim))
+
+
+# ---------------------------------------------------------------- values
+
+def test_elbo_unimodal(uni):
+    x = data()
+    loc, scale = uni.enc(x)
+    z = loc + scale * uni.eps[:1]
+    mean, s = uni.dec(z)
+    p_loc, p_scale = uni._pz_params[0], softmax_scale(uni._pz_params[1])
+    # analytic KL(Laplace(a, b) || Laplace(c, d)) = log(d/b) + |a-c|/d + b/d exp(-|a-c|/b) - 1
+    kl = (torch.log(p_scale / scale) + (loc - p_loc).abs() / p_scale
+          + scale / p_scale * torch.exp(-(loc - p_loc).abs() / scale) - 1).sum(-1)
+    expected = (laplace_logpdf(x, mean, s).sum(-1)[0] - kl).sum()
+    assert torch.allclose(O.elbo(uni, x, 1), expected)
+
+
+def test_iwae_and_dreg_values(uni):
+    x, K = data(), 7
+    lw, _ = hand_lw_uni(uni, x, K)
+    assert torch.allclose(O.iwae(uni, x, K), (torch.logsumexp(lw, 0) - math.log(K)).sum())
+    w = torch.softmax(lw, 0)
+    for true in (False, True):
+        assert torch.allclose(O.dreg(uni, x, K, true_dreg=true), (w * lw).sum())
+
+
+def test_m_elbo_value(multi):
+    xs = mdata()
+    M = 2
+    encs = [v.enc(x) for v, x in zip(multi.vaes, xs)]
+    zs = [loc + scale * v.eps[:1] for (loc, scale), v in zip(encs, multi.vaes)]
+    p_loc, p_scale = multi._pz_params[0], softmax_scale(multi._pz_params[1])
+    total = 0
+    for r in range(M):
+        q_loc, q_scale = encs[r]
+        total = total - dist.kl_divergence(dist.Laplace(q_loc, q_scale), dist.Laplace(p_loc, p_scale)).sum(-1)
+        for d in range(M):
+            mean, s = multi.vaes[d].dec(zs[d])
+            lpx = laplace_logpdf(xs[d], mean, s).sum(-1) * multi.vaes[d].llik_scaling
+            if d != r:  # importance weight q_r(z_d) / q_d(z_d)
+                lpx = lpx * torch.exp((laplace_logpdf(zs[d], q_loc, q_scale)
+                                       - laplace_logpdf(zs[d], *encs[d])).sum(-1))
+            total = total + lpx
+    assert torch.allclose(O.m_elbo(multi, xs, 1), (total / M).mean(0).sum())
+
+
+def test_m_iwae_tight_and_looser_values(multi):
+    xs, K = mdata(), 6
+    lw, _ = hand_lw_multi(multi, xs, K)
+    tight = lme(lw.reshape(-1, lw.size(-1))).sum()
+    looser = lme(lw, 1).mean(0).sum()
+    assert torch.allclose(O.m_iwae(multi, xs, K), tight)
+    assert torch.allclose(O.m_iwae_looser(multi, xs, K), looser)
+    assert O.m_iwae(multi, xs, K) >= O.m_iwae_looser(multi, xs, K)  # Jensen, same samples
+
+
+def test_m_dreg_values(multi):
+    xs, K = mdata(), 6
+    lw, _ = hand_lw_multi(multi, xs, K)
+    w_tight = torch.softmax(lw.reshape(-1, lw.size(-1)), 0).view_as(lw)
+    w_loose = torch.softmax(lw, 1)
+    assert torch.allclose(O.m_dreg(multi, xs, K), (w_tight * lw).sum())
+    assert torch.allclose(O.m_dreg_looser(multi, xs, K), (w_loose * lw).mean(0).sum())
+
+
+@pytest.mark.parametrize('name', ['elbo', 'iwae', 'dreg'])
+def test_chunked_equals_unchunked_unimodal(uni, monkeypatch, name):
+    x, K = data(B=9), 5
+    ps = [p for p in uni.parameters() if p.requires_grad]
+    full = O.OBJECTIVES[name](uni, x, K)
+    g_full = torch.autograd.grad(full, ps, allow_unused=True)
+    monkeypatch.setattr(O, 'MEMORY_BUDGET', 2 * K * X)  # 2 items per chunk -> 5 chunks
+    assert O.chunk_size(x, K) == 2
+    chunked = O.OBJECTIVES[name](uni, x, K)
+    g_chunked = torch.autograd.grad(chunked, ps, allow_unused=True)
+    assert torch.allclose(full, chunked)
+    for a, b in zip(g_full, g_chunked):
+        assert (a is None and b is None) or torch.allclose(a, b)
+
+
+@pytest.mark.parametrize('name', ['m_elbo', 'm_iwae', 'm_iwae_looser', 'm_dreg', 'm_dreg_looser'])
+def test_chunked_equals_unchunked_multimodal(multi, monkeypatch, name):
+    xs, K = mdata(B=7), 4
+    full = O.OBJECTIVES[name](multi, xs, K)
+    monkeypatch.setattr(O, 'MEMORY_BUDGET', 3 * K * X / 2)  # 3 items per chunk
+    assert O.chunk_size(xs, K) == 3
+    assert torch.allclose(full, O.OBJECTIVES[name](multi, xs, K))
+
+
+def test_chunk_size_matches_released_budget():
+    x = [torch.zeros(500, 1, 28, 28), torch.zeros(500, 3, 32, 32)]
+    assert O.chunk_size(x, 1000) == int(1e8 * (1 / (1000 * 784) + 1 / (1000 * 3072)))
+    assert O.chunk_size(x, 30) == 500  # the training batch fits in one chunk
+    with pytest.raises(ValueError, match='smaller K'):
+        O.chunk_size(torch.zeros(2, 10 ** 9), 1)
+
+
+def test_iwae_with_one_sample_is_the_single_sample_bound(uni):
+    x = data()
+    lw, _ = hand_lw_uni(uni, x, 1)
+    assert torch.allclose(O.iwae(uni, x, 1), lw.sum())
+
+
+# ---------------------------------------------------------------- dreg gradients
+
+def grads(loss, params):
+    return [torch.zeros_like(p) if g is None else g
+            for p, g in zip(params, torch.autograd.grad(loss, params, allow_unused=True))]
+
+
+def split_params(model):
+    """(encoder parameters, all other trainable parameters: decoder and prior)."""
+    enc = list(model.enc.parameters())
+    rest = [p for p in model.parameters() if p.requires_grad and not any(p is q for q in enc)]
+    return enc, rest
+
+
+@pytest.mark.parametrize('true_dreg', [False, True])
+def test_dreg_gradients_unimodal(uni, true_dreg):
+    x, K = data(), 8
+    enc, rest = split_params(uni)
+    # decoder and prior: the same gradient as iwae (sum_k w~ d log w)
+    g_iwae = grads(O.iwae(uni, x, K), rest)
+    g_dreg = grads(O.dreg(uni, x, K, true_dreg=true_dreg), rest)
+    for a, b in zip(g_iwae, g_dreg):
+        assert torch.allclose(a, b)
+    # encoder: the explicit estimator sum_k W_k dlogw/dz dz/dphi, W = w~ (released) or w~^2 (true)
+    lw, zs = hand_lw_uni(uni, x, K, detach_q=True)
+    z_leaf = zs.detach().requires_grad_()
+    p_loc, p_scale = uni._pz_params[0], softmax_scale(uni._pz_params[1])
+    loc, scale = [t.detach() for t in uni.enc(x)]
+    mean, s = uni.dec(z_leaf)
+    lw_leaf = (laplace_logpdf(z_leaf, p_loc, p_scale).sum(-1) + laplace_logpdf(x, mean, s).sum(-1)
+               - laplace_logpdf(z_leaf, loc, scale).sum(-1))
+    dlw_dz, = torch.autograd.grad(lw_leaf.sum(), z_leaf)
+    w = torch.softmax(lw.detach(), 0)
+    W = w ** 2 if true_dreg else w
+    expected = torch.autograd.grad(zs, enc, grad_outputs=W.unsqueeze(-1) * dlw_dz)
+    got = grads(O.dreg(uni, x, K, true_dreg=true_dreg), enc)
+    for a, b in zip(expected, got):
+        assert torch.allclose(a, b)
+    if true_dreg:  # and it differs from the released estimator
+        released = grads(O.dreg(uni, x, K, true_dreg=False), enc)
+        assert not all(torch.allclose(a, b) for a, b in zip(released, got))
+
+
+@pytest.mark.parametrize('looser', [False, True])
+@pytest.mark.parametrize('true_dreg', [False, True])
+def test_dreg_gradients_multimodal(multi, looser, true_dreg):
+    xs, K, M = mdata(), 5, 2
+    dreg_fn = O.m_dreg_looser if looser else O.m_dreg
+    iwae_fn = O.m_iwae_looser if looser else O.m_iwae
+    enc = [p for v in multi.vaes for p in v.enc.parameters()]
+    rest = [p for p in multi.parameters() if p.requires_grad and not any(p is q for q in enc)]
+    for a, b in zip(grads(iwae_fn(multi, xs, K), rest),
+                    grads(dreg_fn(multi, xs, K, true_dreg=true_dreg), rest)):
+        assert torch.allclose(a, b)
+    # encoder of modality r: sum_k W[r, k] dlogw[r, k]/dz dz/dphi_r
+    lw, zss = hand_lw_multi(multi, xs, K, detach_q=True)
+    leaves = [z.detach().requires_grad_() for z in zss]
+    lw_leaf, _ = hand_lw_multi(multi, xs, K, detach_q=True, zss=leaves)
+    dlw_dz = torch.autograd.grad(lw_leaf.sum(), leaves)
+    lw = lw.detach()
+    if looser:
+        w = torch.softmax(lw, 1) / M  # the looser value is a mean over groups
+    else:
+        w = torch.softmax(lw.reshape(-1, lw.size(-1)), 0).view_as(lw)
+    W = w * (M * w if looser else w) if true_dreg else w
+    got = grads(dreg_fn(multi, xs, K, true_dreg=true_dreg), enc)
+    expected = []
+    for r, v in enumerate(multi.vaes):
+        expected += list(torch.autograd.grad(zss[r], list(v.enc.parameters()),
+                                             grad_outputs=W[r].unsqueeze(-1) * dlw_dz[r], retain_graph=True))
+    for a, b in zip(expected, got):
+        assert torch.allclose(a, b)
+
+
+def test_get_objective_dispatch():
+    assert O.get_objective('elbo', True, looser=True) is O.m_elbo  # --looser: no effect on elbo
+    assert O.get_objective('iwae', True, looser=True) is O.m_iwae_looser
+    assert O.get_objective('iwae', False, looser=True) is O.iwae
+    assert O.eval_objective(True) is O.m_iwae and O.eval_objective(False) is O.iwae
