@@ -135,12 +135,15 @@ def test_missing_data_names_dir_files_and_offline(tmp_path, monkeypatch, capsys)
     assert not (tmp_path / 'o').exists()  # no empty run directory
 
 
-def test_unimodal_run_and_help(offline_data_dir, tmp_path):
+def test_unimodal_run_and_help(offline_data_dir, tmp_path, monkeypatch):
+    import src.train
+    assert src.train.LOGP_K == 5000  # SPEC: --logp uses K = 5000; a small K keeps the test fast
+    monkeypatch.setattr(src.train, 'LOGP_K', 50)
     assert run_main('--model', 'mnist', '--obj', 'iwae', '--epochs', 1, '--logp',
                     '--data-dir', offline_data_dir, '--out-dir', tmp_path, *TINY) == 0
     run = only_run(str(tmp_path), 'mnist')
     logp = json.load(open(os.path.join(run, 'logp.json')))
-    assert logp['K'] == 5000 and logp['test_log_likelihood'] < 0
+    assert logp['K'] == 50 and logp['test_log_likelihood'] < 0
     assert sorted(os.listdir(os.path.join(run, 'figures'))) == ['gen_mnist_001.png', 'recon_001.png']
     p = subprocess.run([sys.executable, 'main.py', '--help'], cwd=ROOT, capture_output=True, text=True)
     for flag in ('--experiment', '--model', '--obj', '--K', '--looser', '--llik_scaling', '--batch-size',
