@@ -7,7 +7,17 @@ from .files import load_json
 from .models import MODELS
 
 # Flags that fix the network shapes: a --pre-trained run must keep them.
-ARCH_FLAGS = ('model', 'latent_dim', 'num_hidden_layers')
+ARCH_FLAGS = ('model', 'latent_dim', 'num_hidden_layers', 'arch')
+
+# The number-sense flags (see build_parser) and the models they apply to.
+NUMBERSENSE_MODELS = ('cmnist', 'oscn', 'cmnist_oscn')
+NUMBERSENSE_DEFAULTS = {'arch': 'mlp', 'dist': 'normal', 'joint_prior': 'laplace'}
+
+# Long runs (issue 6). Where a run lives: never inherited from another run's saved flags.
+RUN_LOCATION_FLAGS = ('run_dir', 'resume')
+# Flags a --resume may change; every other flag typed with --resume must equal the run's saved value.
+RESUME_FREE_FLAGS = ('epochs', 'logp', 'print_freq', 'no_analytics', 'no_cuda', 'data_dir', 'out_dir', 'experiment',
+                     'checkpoint_every', 'skip_nonfinite', 'resume', 'compile')
 
 
 def build_parser():
@@ -20,7 +30,7 @@ def build_parser():
     p.add_argument('--K', type=int, default=20, help='number of importance samples (iwae, dreg)')
     p.add_argument('--looser', action='store_true', help='multimodal iwae/dreg: the looser bound (mean over modalities of per-modality bounds); no effect on elbo')
     p.add_argument('--llik_scaling', '--llik-scaling', type=float, default=0.,
-                   help='likelihood scaling of the first modality of a multimodal model; 0 = the default (mnist_svhn: 3072/784)')
+                   help='likelihood scaling of the first modality of a multimodal model; 0 = the default (mnist_svhn: 3072/784, cmnist_oscn: 3072/2352, cubIS: 32/12288, cubISft: 32/2048)')
     p.add_argument('--batch-size', type=int, default=256, help='batch size')
     p.add_argument('--epochs', type=int, default=10, help='number of epochs to train')
     p.add_argument('--latent-dim', type=int, default=20, help='latent dimension D')
@@ -39,6 +49,33 @@ def build_parser():
                    help="'released': the gradient the released code trains with (its weighting hook never runs); "
                         "'true': the doubly reparameterised estimator of Tucker et al. (2018)")
     p.add_argument('--out-dir', default='experiments', help='root directory of run directories')
+    # Number-sense models only (cmnist, oscn, cmnist_oscn; issue 5). The defaults are the
+    # published configuration; the other models reject non-default values (validate()).
+    p.add_argument('--arch', default='mlp', choices=['mlp', 'cnn'],
+                   help='number-sense models: encoder/decoder networks (mlp: --num-hidden-layers x 400 units; cnn: DCGAN-style convolutions)')
+    p.add_argument('--dist', default='normal', choices=['normal', 'laplace'],
+                   help='number-sense models: family of the prior, posterior and likelihood of the unimodal VAEs (published: normal)')
+    p.add_argument('--joint-prior', default='laplace', choices=['laplace', 'normal'],
+                   help='cmnist_oscn: family of the joint prior, scale softmax * D (published: laplace)')
+    # Long runs that survive (issue 6): fixed run directories, resuming, checkpoints, NaNs.
+    p.add_argument('--run-dir', default='', metavar='DIR',
+                   help='train into exactly this directory (created; must be new or empty) instead of a fresh one '
+                        'under --out-dir: cluster scripts give each seed its own')
+    p.add_argument('--resume', default='', metavar='RUN_DIR',
+                   help='continue the run in RUN_DIR in place from its last checkpoint, with its saved flags; flags '
+                        'typed with it must equal the saved ones, except --epochs (train further) and run-control flags')
+    p.add_argument('--checkpoint-every', type=int, default=0, metavar='N',
+                   help='also checkpoint every N training steps (0: at the end of each epoch only)')
+    p.add_argument('--skip-nonfinite', action='store_true',
+                   help='skip batches whose loss is NaN or infinite (counted in run.log and losses.json) '
+                        'instead of stopping the run')
+    # Speed (issue 7): both off by default, so that the default numerics are plain float32.
+    p.add_argument('--amp', action='store_true',
+                   help='train with bfloat16 autocast in the decoders (GPU, or CPUs with bf16 support): '
+                        'faster, training losses within 0.5%% of float32 (tests/test_speed_equivalence.py); '
+                        'encoders, sampling, losses and evaluation stay float32')
+    p.add_argument('--compile', action='store_true',
+                   help='torch.compile the encoders and decoders (first steps slower while compiling)')
     return p
 
 
@@ -59,6 +96,15 @@ def validate(args):
         raise UserError(f"--llik_scaling must be >= 0 (0 means the model's default), got {args.llik_scaling}")
     if args.print_freq < 0:
         raise UserError(f"--print-freq must be >= 0, got {args.print_freq}")
+    if args.checkpoint_every < 0:
+        raise UserError(f"--checkpoint-every must be >= 0 (0: every epoch only), got {args.checkpoint_every}")
+    if args.resume and args.run_dir:
+        raise UserError(f"--resume {args.resume} continues a run in its own directory: drop --run-dir {args.run_dir}")
+    if args.model not in NUMBERSENSE_MODELS:
+        for flag, default in NUMBERSENSE_DEFAULTS.items():
+            if getattr(args, flag, default) != default:
+                raise UserError(f"--{flag.replace('_', '-')} only applies to the number-sense models "
+                                f"({', '.join(NUMBERSENSE_MODELS)}), not --model {args.model}: drop the flag")
     return args
 
 
@@ -82,7 +128,7 @@ def merge_pretrained(args, explicit):
             raise UserError(f"--pre-trained {run} was trained with --{f.replace('_', '-')} {flags[f]}, "
                             f"not {explicit[f]}: drop the flag or start a fresh run")
     merged = vars(build_parser().parse_args([]))  # defaults for flags newer than the saved run
-    merged.update({k: v for k, v in flags.items() if k in merged})
+    merged.update({k: v for k, v in flags.items() if k in merged and k not in RUN_LOCATION_FLAGS})
     merged.update(explicit)
     merged['pre_trained'] = run
     if merged['model'] not in MODELS:
@@ -90,9 +136,37 @@ def merge_pretrained(args, explicit):
     return argparse.Namespace(**merged)
 
 
+def merge_resume(args, explicit):
+    """Flags of a --resume: the run's saved flags; typed flags must agree, except RESUME_FREE_FLAGS."""
+    run = args.resume
+    if not os.path.isdir(run):
+        raise UserError(f"--resume {run}: no such run directory")
+    path = os.path.join(run, 'args.json')
+    if not os.path.isfile(path):
+        raise UserError(f"--resume {run}: {path} is missing, so this is not a run directory "
+                        f"(a new run goes there with --run-dir {run})")
+    flags = load_json(path, 'run flags file').get('flags')
+    if not isinstance(flags, dict) or flags.get('model') not in MODELS:
+        raise UserError(f"{path} holds no flags of a known model: is {run} a run directory of this project?")
+    if args.run_dir:
+        raise UserError(f"--resume {run} continues a run in its own directory: drop --run-dir {args.run_dir}")
+    differ = [f"--{k.replace('_', '-')} {explicit[k]} (the run has {flags[k]})" for k in explicit
+              if k not in RESUME_FREE_FLAGS and k in flags and explicit[k] != flags[k]]
+    if differ:
+        raise UserError(f"--resume {run}: these flags differ from the run's: {', '.join(differ)}. A resumed run keeps "
+                        f"its flags (only --epochs and run-control flags may change): drop them, or start a new run")
+    merged = vars(build_parser().parse_args([]))  # defaults for flags newer than the saved run
+    merged.update({k: v for k, v in flags.items() if k in merged and k not in RUN_LOCATION_FLAGS})
+    merged.update(explicit)
+    merged['resume'] = run
+    return argparse.Namespace(**merged)
+
+
 def parse_args(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.resume:
+        return validate(merge_resume(args, explicit_flags(build_parser(), argv)))
     if args.pre_trained:
         args = merge_pretrained(args, explicit_flags(build_parser(), argv))
     return validate(args)

@@ -2,7 +2,12 @@
 
 Image modalities of different sizes are shown side by side by zero-padding
 to the largest size and broadcasting grey to three channels (MNIST next to SVHN).
+CUB figures show captions as text cells and image features as the nearest
+real image, with the captions also written to text files.
 """
+import os
+import textwrap
+
 import matplotlib
 
 matplotlib.use('Agg')  # files only, no display
@@ -59,3 +64,140 @@ def save_cross_reconstruction(xs, recons, names, path):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------- CUB: captions and image features
+
+N_GEN_CAPTIONED = 32  # joint generations shown as image-plus-caption pairs
+CAPTION_WRAP = 19     # characters per line of a caption cell
+
+
+def to_cells(x, modality, display, split='train'):
+    """A batch of one modality -> display cells: (3, H, W) images in [0, 1] or caption strings.
+
+    Captions (ids or logits) are decoded up to '<eos>' with '<pad>' removed;
+    feature vectors are shown as the nearest real image of `split` (inputs
+    from the test set find their own image there).
+    """
+    if modality == 'caption':
+        return display.captions(x)
+    if modality == 'feature':
+        return list(display.nearest_images(x, split))
+    return list(to_display(x, channels=x.shape[1]))
+
+
+def _draw_cells(fig, rows, row_labels, title=None):
+    """Rows of cells (images or strings) on a (sub)figure, one axis per cell."""
+    ncol = max(len(r) for r in rows)
+    heights = [0.8 if isinstance(r[0], str) else 1.0 for r in rows]
+    axes = fig.subplots(len(rows), ncol, squeeze=False, gridspec_kw={'height_ratios': heights})
+    for i, row in enumerate(rows):
+        for j in range(ncol):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(row):
+                ax.axis('off')
+                continue
+            cell = row[j]
+            if isinstance(cell, str):
+                ax.text(0.03, 0.97, textwrap.fill(cell, CAPTION_WRAP) or '(empty)', va='top', ha='left',
+                        fontsize=5, family='monospace', transform=ax.transAxes)
+                for s in ax.spines.values():
+                    s.set_color('0.8')
+            else:
+                ax.imshow(cell.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation='nearest')
+                ax.axis('off')
+            if j == 0 and row_labels:
+                ax.axis('on')  # for the label; an image cell keeps no frame
+                ax.set_ylabel(row_labels[i], fontsize=7)
+                if not isinstance(cell, str):
+                    for sp in ax.spines.values():
+                        sp.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=9)
+
+
+def save_cells(rows, path, row_labels=None, title=None):
+    """One figure of rows of cells (images or caption strings)."""
+    ncol = max(len(r) for r in rows)
+    fig = plt.figure(figsize=(1.15 * ncol, sum(0.95 if isinstance(r[0], str) else 1.15 for r in rows) + 0.3))
+    _draw_cells(fig, rows, row_labels, title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_caption_text(path, blocks):
+    """Caption text file: blocks of (heading or None, [(tag, caption), ...]), lines '[TAG]  ==> caption'."""
+    lines = []
+    for heading, pairs in blocks:
+        if heading:
+            lines.append(f'== {heading} ==')
+        for tag, caption in pairs:
+            lines.append(f'{f"[{tag}]":8s}==> {caption}')
+            if tag in ('RECON',):
+                lines.append('')
+        lines.append('')
+    with open(path, 'w', encoding='utf-8') as f:
+        f.write('\n'.join(lines).rstrip() + '\n')
+
+
+def save_cub_reconstruction(xs, recons, names, modalities, display, path, txt_path):
+    """CUB reconstructions: an M x M matrix of panels ([e][d]: 8 test inputs of
+    modality e above their reconstructions by decoder d from q_e), images and
+    captions as cells; the caption panels also as text ([DATA] is the item's
+    own caption, [RECON] the decoded one)."""
+    M = len(xs)
+    data = [to_cells(x, m, display, 'test') for x, m in zip(xs, modalities)]
+    fig = plt.figure(figsize=(1.15 * N_RECON * M, 2.3 * M + 0.3 * M))
+    subs = fig.subfigures(M, M, squeeze=False, wspace=0.02, hspace=0.02)
+    blocks = []
+    for e in range(M):
+        for d in range(M):
+            out = to_cells(recons[e][d], modalities[d], display, 'train')
+            _draw_cells(subs[e][d], [data[e], out], ['data', 'recon'], f'{names[e]} -> {names[d]}' if M > 1 else None)
+            if modalities[d] == 'caption':
+                blocks.append((f'{names[e]} -> {names[d]}' if M > 1 else None,
+                               [p for pair in zip([('DATA', c) for c in data[d]], [('RECON', c) for c in out])
+                                for p in pair]))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    if blocks:
+        save_caption_text(txt_path, blocks)
+
+
+def save_cub_generations(samples, modalities, display, path, txt_path):
+    """Prior samples: image-plus-caption pairs (multimodal: images above their
+    captions), or a grid of one modality; captions also as [GEN] text lines."""
+    cells = [to_cells(s, m, display, 'train') for s, m in zip(samples, modalities)]
+    n = min(len(cells[0]), N_GEN_CAPTIONED if len(cells) > 1 or modalities[0] == 'caption' else N_GEN)
+    rows, labels = [], []
+    for s in range(0, n, N_RECON):
+        for m, c in zip(modalities, cells):
+            rows.append(c[s:s + N_RECON])
+            labels.append(m if len(cells) > 1 else None)
+    save_cells(rows, path, labels if len(cells) > 1 else None)
+    text = [c for m, c in zip(modalities, cells) if m == 'caption']
+    if text:
+        save_caption_text(txt_path, [(None, [('GEN', c) for c in text[0]])])
+
+
+def save_cub_figures(model, x, display, fig_dir, epoch):
+    """Per-epoch figures of the CUB models: recon_XXX.png (+ .txt) and gen_XXX.png (+ .txt)."""
+    vaes = list(getattr(model, 'vaes', [model]))
+    names, modalities = [v.name for v in vaes], [v.modality for v in vaes]
+    # CUB test items come 10 captions per image: take every 10th item (as the batch allows) to show 8 birds
+    B = (x[0] if len(vaes) > 1 else x).size(0)
+    idx = torch.arange(0, B, min(10, max(1, B // N_RECON)))[:N_RECON]
+    if len(vaes) > 1:
+        xs = [t[idx.to(t.device)] for t in x]
+        recons = model.reconstruct(xs)
+        gens = model.generate(N_GEN)
+    else:
+        xs = [x[idx.to(x.device)]]
+        recons = [[model.reconstruct(xs[0])]]
+        gens = [model.generate(N_GEN)]
+    stem = os.path.join(fig_dir, f'recon_{epoch:03d}')
+    save_cub_reconstruction(xs, recons, names, modalities, display, stem + '.png', stem + '.txt')
+    stem = os.path.join(fig_dir, f'gen_{epoch:03d}')
+    save_cub_generations(gens, modalities, display, stem + '.png', stem + '.txt')

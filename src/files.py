@@ -7,6 +7,9 @@ import torch
 
 from .errors import UserError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 def _atomic_write(path, write):
     """write(f) into a temporary file next to `path`, flush to disk, then rename over it.
@@ -17,6 +20,7 @@ def _atomic_write(path, write):
     d = os.path.dirname(path) or '.'
     fd, tmp = tempfile.mkstemp(dir=d, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files: use the usual permissions
         with os.fdopen(fd, 'wb') as f:
             write(f)
             f.flush()

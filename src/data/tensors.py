@@ -57,25 +57,51 @@ class BatchLoader:
     """Iterates (x, labels) batches of a TensorData; reshuffles every epoch.
 
     The shuffle uses its own torch.Generator (seeded), so the order of pairs
-    does not depend on how much randomness the model consumed.
+    does not depend on how much randomness the model consumed; its state is
+    what a checkpoint saves (get_state/set_state) to replay an epoch's order.
+
+    Data-parallel training (world_size > 1): every rank draws the same epoch
+    order and keeps its own contiguous share of each global batch
+    (shard(i)), so the N shares of batch i together are exactly the batch a
+    single process would train on.
     """
 
-    def __init__(self, data, batch_size, shuffle=False, seed=0, drop_last=False):
+    def __init__(self, data, batch_size, shuffle=False, seed=0, drop_last=False, rank=0, world_size=1):
         self.data = data
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.generator = torch.Generator().manual_seed(seed)
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self):
         n, b = len(self.data), self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
+    def get_state(self):
+        return self.generator.get_state()
+
+    def set_state(self, state):
+        self.generator.set_state(state)
+
+    def shard(self, i):
+        """(offset, global size): this rank's rows of global batch i start at offset."""
+        size = min(self.batch_size, len(self.data) - i * self.batch_size)
+        q, r = divmod(size, self.world_size)  # as torch.tensor_split: the first r shares get one more
+        return self.rank * q + min(self.rank, r), size
+
     def __iter__(self):
+        return self.iter_from(0)
+
+    def iter_from(self, start):
+        """A new epoch (draws its order) from batch `start` on: resuming skips the
+        batches already trained without gathering them."""
         n = len(self.data)
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         device = self.data.sources[0].device
         order = order.to(device)
-        for i in range(len(self)):
+        for i in range(start, len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            if self.world_size > 1:
+                idx = idx.tensor_split(self.world_size)[self.rank]
             yield self.data.gather(idx), {k: v[idx] for k, v in self.data.labels.items()}

@@ -71,7 +71,10 @@ class VAE(nn.Module):
         return self._qz_x_params
 
     def forward(self, x, K=1):
-        self._qz_x_params = self.enc(x)
+        # float32 even under --amp (bf16 autocast): the encoder is cheap, and the samples
+        # and log q(z|x) need the precision; the decoders, where the time goes, run in bf16
+        with torch.autocast(x.device.type, enabled=False):
+            self._qz_x_params = self.enc(x)
         qz_x = self.qz_x(*self._qz_x_params)
         zs = qz_x.rsample(torch.Size([K]))
         px_z = self.px_z(*self.dec(zs))

@@ -13,8 +13,12 @@ from src.files import load_json, load_torch
 from src.models import MODELS
 
 
-def load_run(save_dir, device='cpu'):
-    """(flags Namespace, model with the run's weights in eval mode) of a run directory."""
+def load_run(save_dir, device='cpu', data_dir=''):
+    """(flags Namespace, model with the run's weights in eval mode) of a run directory.
+
+    data_dir (if given) replaces the run's --data-dir before the model is built:
+    the CUB caption models read their vocabulary size from the data.
+    """
     if not save_dir or not os.path.isdir(save_dir):
         raise UserError(f"--save-dir {save_dir!r}: no such run directory (give a directory written by main.py)")
     for f in ('args.json', 'model.pt'):
@@ -27,6 +31,8 @@ def load_run(save_dir, device='cpu'):
         raise UserError(f"{os.path.join(save_dir, 'args.json')} does not describe a run of a known model")
     merged = vars(build_parser().parse_args([]))  # defaults for flags newer than the run
     merged.update(flags)
+    if data_dir:
+        merged['data_dir'] = data_dir
     args = argparse.Namespace(**merged)
     model = MODELS[args.model](args).to(device)
     path = os.path.join(save_dir, 'model.pt')

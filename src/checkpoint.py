@@ -1,0 +1,188 @@
+"""Checkpoints and graceful stops: long runs that survive kills, wall-time
+limits, full disks and NaNs (issue 6).
+
+A checkpoint is the full training state: model and optimizer, the position
+(epochs completed + training steps done in the next epoch), the loss history
+and the running sums of the epoch in progress, the BatchLoader's generator
+state at the start of that epoch (to redraw the same order) and the torch /
+CUDA / numpy / python RNG states. Restoring it and training on gives the same
+weights and losses as a run that never stopped.
+
+Files in a run directory: checkpoint.pt (the newest) and checkpoint.prev.pt
+(the one before). A new checkpoint is written completely to
+checkpoint.next.pt (temporary file, flushed, fsynced, renamed: files.save_torch)
+before it takes checkpoint.pt's place, so a kill or a full disk at any moment
+leaves at least one complete checkpoint; load() takes the most advanced
+readable one.
+"""
+import contextlib
+import datetime
+import logging
+import os
+import random
+import signal
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .files import load_torch, save_torch
+
+log = logging.getLogger('mmvae')
+
+CKPT, NEXT, PREV = 'checkpoint.pt', 'checkpoint.next.pt', 'checkpoint.prev.pt'
+KEYS = ('epoch', 'step', 'finished', 'model', 'optimizer', 'losses', 'partial', 'loader', 'rng')
+
+
+def position(state):
+    """Human-readable position of a checkpoint."""
+    e, s = state['epoch'], state['step']
+    return f'epoch {e} complete' if s == 0 else f'epoch {e + 1}, {s} training steps done'
+
+
+# ------------------------------------------------------------------ RNG states
+
+def rng_states(device):
+    np_state = np.random.get_state()  # (name, uint32 keys, pos, has_gauss, gauss): stored as plain types
+    return {
+        'torch': torch.get_rng_state(),
+        'cuda': torch.cuda.get_rng_state(device) if device.type == 'cuda' else None,
+        'numpy': [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(_plain, np_state[2:])],
+        'python': random.getstate(),
+    }
+
+
+def _plain(v):
+    return v.item() if hasattr(v, 'item') else v
+
+
+def set_rng_states(states, device):
+    torch.set_rng_state(states['torch'])
+    if device.type == 'cuda' and states.get('cuda') is not None:
+        torch.cuda.set_rng_state(states['cuda'], device)
+    name, keys, *rest = states['numpy']
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    v, internal, gauss = states['python']
+    random.setstate((v, tuple(internal), gauss))
+
+
+# ------------------------------------------------------------- save and load
+
+def _fsync_dir(d):
+    try:
+        fd = os.open(d, os.O_RDONLY)
+    except OSError:
+        return  # some systems cannot open directories: the renames are still atomic
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save(run_dir, state):
+    """Write state as the newest checkpoint; the previous one becomes checkpoint.prev.pt."""
+    state = dict(state, time=datetime.datetime.now().isoformat(timespec='seconds'))
+    ckpt, nxt, prev = (os.path.join(run_dir, n) for n in (CKPT, NEXT, PREV))
+    save_torch(state, nxt)  # complete and on disk, or absent
+    if os.path.exists(ckpt):
+        os.replace(ckpt, prev)
+    os.replace(nxt, ckpt)
+    _fsync_dir(run_dir)
+
+
+def _check(state, path):
+    if not isinstance(state, dict) or any(k not in state for k in KEYS):
+        raise UserError(f"checkpoint {path} is not a checkpoint of this project (keys missing)")
+    return state
+
+
+def load(run_dir, map_location='cpu'):
+    """The most advanced readable checkpoint of run_dir as (state, path), or (None, None) if it has none.
+
+    A damaged file is passed over with a warning when a good one remains; when
+    none is readable the error names every file and what is wrong with it.
+    """
+    good, bad = [], []
+    for name in (CKPT, NEXT, PREV):
+        path = os.path.join(run_dir, name)
+        if not os.path.exists(path):
+            continue
+        try:
+            good.append((_check(load_torch(path, 'checkpoint', map_location=map_location), path), path))
+        except UserError as e:
+            bad.append(str(e))
+    if not good:
+        if bad:
+            raise UserError(
+                f"cannot resume {run_dir}: no readable checkpoint.\n  " + '\n  '.join(bad) +
+                f"\n  fix: restore the file from a backup if you have one; otherwise start the run again "
+                f"(remove {run_dir} or train into another directory). model.pt, if present, holds the weights "
+                f"of the last finished epoch: --pre-trained {run_dir} starts a new run from them")
+        return None, None
+    state, path = max(good, key=lambda sp: (sp[0]['epoch'], sp[0]['step'], sp[0]['finished']))
+    for b in bad:
+        log.warning(f'warning: {b}\n  using {path} ({position(state)}) instead')
+    return state, path
+
+
+@contextlib.contextmanager
+def disk_errors(run_dir, last_good):
+    """A failed write (full disk, quota, permissions) becomes one clear error.
+
+    Files are written atomically, so the failed one keeps its previous content
+    and the last good checkpoint is intact.
+    """
+    try:
+        yield
+    except OSError as e:
+        where = f' ({e.filename})' if e.filename else ''
+        raise UserError(
+            f"could not write into the run directory {run_dir}{where}: {e.strerror or e}.\n"
+            f"  The files there keep their previous content; the last good checkpoint is "
+            f"{last_good() or 'none yet (the run had not finished a checkpoint)'}.\n"
+            f"  fix: free some disk space (or fix the permissions/quota), then continue with "
+            f"python main.py --resume {run_dir}") from None
+
+
+# ------------------------------------------------------------ graceful stops
+
+EXIT_CODES = {signal.SIGTERM: 143, signal.SIGINT: 130}  # 128 + signal number, as a shell reports
+
+
+class GracefulStop:
+    """SIGTERM (what PBS and Slurm send at the wall-time limit, and torchrun
+    forwards) and SIGINT (Ctrl-C) ask the training loop to stop at the next
+    step: it saves a checkpoint and exits with 143 (SIGTERM) or 130 (SIGINT).
+    A second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.signal = None
+        self._previous = {}
+        for s in EXIT_CODES:
+            try:
+                self._previous[s] = signal.signal(s, self._handle)
+            except ValueError:  # not the main thread (e.g. called from a test thread)
+                pass
+
+    def _handle(self, signum, frame):
+        if self.signal == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+    @property
+    def requested(self):
+        return self.signal is not None
+
+    @property
+    def exit_code(self):
+        return EXIT_CODES.get(self.signal, 143)
+
+    @property
+    def name(self):
+        return signal.Signals(self.signal).name if self.signal else 'a signal to another rank'
+
+    def restore(self):
+        for s, h in self._previous.items():
+            signal.signal(s, h)

@@ -1,0 +1,29 @@
+"""cubIS: MMVAE of 64x64 CUB images (cubI) and their captions (cubS).
+
+Laplace joint prior with scale softmax(raw) * D + eta (SPEC section 1). The
+image log-likelihood is scaled by 32 / (3 * 64 * 64) (caption length over
+image size) unless --llik_scaling is non-zero. As in the released code the
+unimodal VAEs share the joint prior's parameters.
+"""
+from math import prod
+
+import torch.distributions as dist
+
+from . import register
+from .cub_image import CUBImage
+from .cub_sent import MAX_LEN, CUBSent
+from .vae import MMVAE, softmax_scale_eta
+
+
+@register
+class CUBImageSent(MMVAE):
+    name = 'cubIS'
+    dataset = 'cubIS'
+    prior_scale_fn = staticmethod(softmax_scale_eta)
+
+    def __init__(self, params):
+        super().__init__(dist.Laplace, params, CUBImage, CUBSent)
+        self.vaes[0].llik_scaling = (MAX_LEN / prod(CUBImage.data_size)
+                                     if params.llik_scaling == 0 else params.llik_scaling)
+        for vae in self.vaes:
+            vae._pz_params = self._pz_params

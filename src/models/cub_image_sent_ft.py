@@ -1,0 +1,30 @@
+"""cubISft: MMVAE of CUB image features (cubIft, 2048-d ResNet-101) and captions.
+
+Normal joint prior with scale softplus(raw) + eta (SPEC section 1); the
+caption model is the wider one with biases (CUBSentFt). The feature
+log-likelihood is scaled by 32 / 2048 unless --llik_scaling is non-zero (the
+paper trains with --llik_scaling 0.002). As in the released code the
+unimodal VAEs share the joint prior's parameters.
+"""
+from math import prod
+
+import torch.distributions as dist
+
+from . import register
+from .cub_image_ft import CUBImageFt
+from .cub_sent import MAX_LEN, CUBSentFt
+from .vae import MMVAE, softplus_scale_eta
+
+
+@register
+class CUBImageSentFt(MMVAE):
+    name = 'cubISft'
+    dataset = 'cubISft'
+    prior_scale_fn = staticmethod(softplus_scale_eta)
+
+    def __init__(self, params):
+        super().__init__(dist.Normal, params, CUBImageFt, CUBSentFt)
+        self.vaes[0].llik_scaling = (MAX_LEN / prod(CUBImageFt.data_size)
+                                     if params.llik_scaling == 0 else params.llik_scaling)
+        for vae in self.vaes:
+            vae._pz_params = self._pz_params

@@ -1,0 +1,111 @@
+"""Test-set log-likelihoods of a trained run (SPEC section 6), per data point.
+
+    python src/report/calculate_likelihoods.py --save-dir RUN [--iwae-samples 1000]
+
+Multimodal runs: the joint log p(x_1..M) (m_iwae over all M*K mixture samples,
+with the training likelihood scaling, as the released script), each modality's
+log p(x_d) from the same mixture samples (unscaled), and the M x M cross terms
+log p(x_d) with encoder e's K samples as proposal (unscaled). Unimodal runs:
+the IWAE estimate. The test set is the run's (for pairs: its pair multiplier).
+Writes <RUN>/likelihoods.json and <RUN>/likelihoods.log.
+"""
+import argparse
+import os
+import time
+
+import torch
+from tqdm import tqdm
+
+from src.data import load_data
+from src.errors import UserError
+from src.files import save_json
+from src.report.metrics import chunk_items, iwae_terms, mmvae_likelihood_terms, spread_subset
+from src.report.runs import analysis_logger, device_from, load_run, run_script
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('--save-dir', required=True, help='run directory written by main.py')
+    p.add_argument('--iwae-samples', type=int, default=1000, help='importance samples K per modality')
+    p.add_argument('--max-items', type=int, default=0,
+                   help='evaluate N evenly spaced test items (they span all classes; 0: all)')
+    p.add_argument('--chunk-items', type=int, default=0,
+                   help='test items per forward pass (0: as many as a ~100 MB per tensor budget allows at this K)')
+    p.add_argument('--data-dir', default='', help="where the data are (default: the run's --data-dir)")
+    p.add_argument('--seed', type=int, default=None, help="random seed (default: the run's)")
+    p.add_argument('--no-cuda', action='store_true', help='do not use a GPU even when one is available')
+    a = p.parse_args(argv)
+    if a.iwae_samples < 1:
+        raise UserError(f"--iwae-samples must be a positive integer, got {a.iwae_samples}")
+    for flag in ('max_items', 'chunk_items'):
+        if getattr(a, flag) < 0:
+            raise UserError(f"--{flag.replace('_', '-')} must be >= 0 (0: automatic), got {getattr(a, flag)}")
+    return a
+
+
+def main(argv=None):
+    cmd = parse_args(argv)
+    device = device_from(cmd.no_cuda)
+    args, model = load_run(cmd.save_dir, device)
+    if cmd.data_dir:
+        args.data_dir = cmd.data_dir
+    log = analysis_logger(cmd.save_dir, 'likelihoods')
+    torch.manual_seed(args.seed if cmd.seed is None else cmd.seed)
+    multimodal = hasattr(model, 'vaes')
+    K = cmd.iwae_samples
+
+    data = load_data(model.dataset, args, 'test').to(device)
+    items = spread_subset(len(data), cmd.max_items, device)
+    n = len(items)
+    S = cmd.chunk_items or chunk_items(model, K)
+    test_set = (f'paired test set (pair multiplier {args.pair_multiplier})' if multimodal else 'test set')
+    log.info(f'run {cmd.save_dir}: model {args.model} on {device}')
+    log.info(f"data: {data.source}{' (OFFLINE stand-in data, not the paper datasets)' if args.offline else ''}")
+    log.info(f'{test_set}: {n:,} of {len(data):,} items; K = {K}; {S} items per forward pass')
+
+    t0 = time.time()
+    names = model.modalities if multimodal else [model.name]
+    M = len(names)
+    joint, marginal, cross = 0.0, [0.0] * M, [[0.0] * M for _ in range(M)]
+    with tqdm(total=n, desc=f'log-likelihood K={K}', unit='item', disable=None) as bar:
+        for idx in items.split(S):
+            x = data.gather(idx)
+            if multimodal:
+                t = mmvae_likelihood_terms(model, x, K)
+                joint += t['joint'].double().sum().item()
+                for d in range(M):
+                    marginal[d] += t['marginal'][d].double().sum().item()
+                    for e in range(M):
+                        cross[e][d] += t['cross'][e][d].double().sum().item()
+            else:
+                joint += iwae_terms(model, x, K).double().sum().item()
+            bar.update(len(idx))
+
+    out = {'model': args.model, 'K': K, 'n_items': n, 'test_set': test_set, 'data_source': data.source,
+           'offline_data': bool(args.offline), 'seed': args.seed if cmd.seed is None else cmd.seed}
+    if multimodal:
+        scaling = {nm: vae.llik_scaling for nm, vae in zip(names, model.vaes)}
+        out['joint'] = joint / n
+        out['joint_llik_scaling'] = scaling
+        out['marginal'] = {nm: marginal[d] / n for d, nm in enumerate(names)}
+        out['cross'] = {names[e]: {names[d]: cross[e][d] / n for d in range(M)} for e in range(M)}
+        log.info(f'joint log p({", ".join(names)}) (m_iwae, all {M}*K mixture samples, likelihood scaling '
+                 f'{", ".join(f"{k} {v:.4g}" for k, v in scaling.items())}): {out["joint"]:.4f}')
+        for nm in names:
+            log.info(f'log p({nm}) (all {M}*K mixture samples, unscaled): {out["marginal"][nm]:.4f}')
+        for e in names:
+            for d in names:
+                log.info(f'log p({d}) with q(z|{e}) as proposal (K samples, unscaled): {out["cross"][e][d]:.4f}')
+    else:
+        out['log_likelihood'] = joint / n
+        log.info(f'log p({names[0]}) (IWAE): {out["log_likelihood"]:.4f}')
+    out['seconds'] = round(time.time() - t0, 2)
+    path = os.path.join(cmd.save_dir, 'likelihoods.json')
+    save_json(out, path)
+    log.info(f'wrote {path} ({out["seconds"]:.1f} s)')
+    return out
+
+
+if __name__ == '__main__':
+    run_script(main)

@@ -1,0 +1,169 @@
+"""Evaluation metrics (SPEC section 6) as plain functions of a model and tensors.
+
+- Log-likelihood estimates: `iwae_terms` (unimodal) and `mmvae_likelihood_terms`
+  (joint, per-modality with the whole mixture as proposal, M x M cross terms).
+- MNIST-SVHN: `latent_accuracy` (linear D -> 10 on reparameterised samples),
+  `cross_coherence`, `joint_coherence`, `accuracy`.
+
+A model here is anything with the attributes of src/models/vae.py: a unimodal
+VAE has enc, qz_x, pz, pz_params, decode, llik_scaling; an MMVAE has vaes, pz,
+pz_params and forward(x, K) -> (qz_xs, px_zs[e][d], zss).
+"""
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from src.objectives import log_mean_exp
+
+LIKELIHOOD_BUDGET = 2.5e7  # decoded elements per chunk (K * items * decoded size): ~100 MB per tensor
+
+
+def fork_rng(device):
+    """Randomness inside this block leaves the caller's RNG streams (CPU and `device`) as they were."""
+    cuda = device.type == 'cuda'
+    return torch.random.fork_rng(devices=[device.index if device.index is not None else torch.cuda.current_device()]
+                                 if cuda else [])
+
+
+def accuracy(logits, targets):
+    """Percent of rows whose arg-max is the target."""
+    return 100.0 * (logits.argmax(-1) == targets).float().mean().item()
+
+
+def _log_px(px_z, x):
+    """Unscaled log p(x|z) summed over data dimensions: (K, B)."""
+    return px_z.log_prob(x).view(*px_z.batch_shape[:2], -1).sum(-1)
+
+
+def spread_subset(N, n, device=None):
+    """n evenly spaced indices out of N (all when n >= N or n == 0): a subset that
+    spans every class of the (class-ordered) paired data."""
+    if n == 0 or n >= N:
+        return torch.arange(N, device=device)
+    return torch.linspace(0, N - 1, n, device=device).round().long()
+
+
+# ---------------------------------------------------------------- log-likelihoods
+
+def decoded_size(vae):
+    """Elements of one decoded sample (e.g. 784 for MNIST, 32 * V for caption logits)."""
+    z = torch.zeros(1, vae.params.latent_dim, device=next(vae.parameters()).device)
+    px = vae.decode(z)
+    return max(t.numel() for t in vars(px).values() if torch.is_tensor(t))
+
+
+def chunk_items(model, K, budget=LIKELIHOOD_BUDGET):
+    """Items per chunk so that K samples of a chunk, decoded by every decoder, fit the budget."""
+    vaes = getattr(model, 'vaes', [model])
+    return max(1, int(budget // (K * sum(decoded_size(v) for v in vaes))))
+
+
+@torch.no_grad()
+def iwae_terms(vae, x, K):
+    """Per-item IWAE estimate of log p(x) (B,): log-mean-exp over K of
+    log p(z_k) + s log p(x|z_k) - log q(z_k|x), with the model's likelihood scaling s."""
+    qz_x = vae.qz_x(*vae.enc(x))
+    zs = qz_x.rsample(torch.Size([K]))
+    lw = (vae.pz(*vae.pz_params).log_prob(zs).sum(-1)
+          + vae.llik_scaling * _log_px(vae.decode(zs), x)
+          - qz_x.log_prob(zs).sum(-1))
+    return log_mean_exp(lw)
+
+
+@torch.no_grad()
+def mmvae_likelihood_terms(model, xs, K):
+    """Per-item (B,) log-likelihood estimates of a mixture-of-experts MMVAE:
+
+    joint:       log p(x_1..M), m_iwae: all M*K samples of the mixture, log
+                 weights with the training likelihood scalings (as released);
+    marginal[d]: log p(x_d), the same M*K mixture samples, unscaled p(x_d|z);
+    cross[e][d]: log p(x_d) from K samples of q_e alone (proposal q_e), unscaled.
+
+    The samples are drawn in the order of MMVAE.forward (q_0, then q_1, ...), so
+    with the same seed `joint` equals objectives.m_iwae per item. Each decoded
+    tensor is reduced to (K, B) at once, so memory holds one decoding at a time.
+    """
+    M = len(model.vaes)
+    pz = model.pz(*model.pz_params)
+    qs = [vae.qz_x(*vae.enc(x)) for vae, x in zip(model.vaes, xs)]
+    zss = [q.rsample(torch.Size([K])) for q in qs]
+    lpz = [pz.log_prob(zs).sum(-1) for zs in zss]
+    lq = [[q.log_prob(zs).sum(-1) for q in qs] for zs in zss]  # lq[e][m] = log q_m(z_e)
+    lq_mix = [log_mean_exp(torch.stack(row)) for row in lq]  # log (1/M) sum_m q_m(z_e)
+    lpx = [[_log_px(vae.decode(zs), x) for vae, x in zip(model.vaes, xs)] for zs in zss]  # [e][d], unscaled
+    scale = [vae.llik_scaling for vae in model.vaes]
+    joint = log_mean_exp(torch.cat([lpz[e] + sum(s * l for s, l in zip(scale, lpx[e])) - lq_mix[e]
+                                    for e in range(M)]))
+    marginal = [log_mean_exp(torch.cat([lpz[e] + lpx[e][d] - lq_mix[e] for e in range(M)]))
+                for d in range(M)]
+    cross = [[log_mean_exp(lpz[e] + lpx[e][d] - lq[e][e]) for d in range(M)] for e in range(M)]
+    return {'joint': joint, 'marginal': marginal, 'cross': cross}
+
+
+# ---------------------------------------------------------------- latent accuracy
+
+@torch.no_grad()
+def posterior_params(vae, x, batch_size=1024):
+    """Encoder outputs of all rows of x, batched: the parameters of q(z|x)."""
+    outs = [vae.enc(xb) for xb in x.split(batch_size)]
+    return [torch.cat(p) for p in zip(*outs)]
+
+
+def latent_accuracy(vae, x_train, y_train, x_test, y_test, epochs, batch_size=256, seed=0, lr=1e-3):
+    """Test accuracy (%) of a linear classifier D -> 10 trained (Adam, cross-entropy)
+    on reparameterised latent samples z ~ q(z|x), one fresh sample per item per
+    epoch; tested on one sample per test item. Returns (accuracy, classifier)."""
+    gen = torch.Generator().manual_seed(seed)
+    dev = x_train.device
+    p_train, p_test = posterior_params(vae, x_train), posterior_params(vae, x_test)
+    with fork_rng(dev):
+        torch.manual_seed(seed)
+        clf = nn.Linear(p_train[0].size(-1), 10).to(dev)
+        opt = torch.optim.Adam(clf.parameters(), lr=lr)
+        for _ in range(epochs):
+            for idx in torch.randperm(len(y_train), generator=gen).to(dev).split(batch_size):
+                with torch.no_grad():
+                    z = vae.qz_x(*[p[idx] for p in p_train]).rsample()
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(clf(z), y_train[idx]).backward()
+                opt.step()
+        with torch.no_grad():
+            acc = accuracy(clf(vae.qz_x(*p_test).rsample()), y_test)
+    return acc, clf
+
+
+# ---------------------------------------------------------------- coherence
+
+@torch.no_grad()
+def cross_coherence(model, batches, classifiers):
+    """M x M matrix of percent: [e][d] = encode modality e (one sample), decode d
+    (decoder mean), classify with classifiers[d], compare with the item's digit.
+    Off-diagonal entries are the cross coherences; the diagonal classifies
+    reconstructions. `batches` yields (xs list, digit labels)."""
+    correct, total = None, 0
+    for xs, y in batches:
+        _, px_zs, _ = model(xs, 1)
+        M = len(px_zs)
+        if correct is None:
+            correct = [[0] * M for _ in range(M)]
+        for e in range(M):
+            for d in range(M):
+                pred = classifiers[d](px_zs[e][d].mean.squeeze(0)).argmax(-1)
+                correct[e][d] += (pred == y).sum().item()
+        total += len(y)
+    if not total:
+        raise ValueError('cross_coherence: no test items')
+    return [[100.0 * c / total for c in row] for row in correct]
+
+
+@torch.no_grad()
+def joint_coherence(model, classifiers, n=10000, batch_size=1000):
+    """Percent of n joint-prior samples whose decoded modalities (decoder means)
+    all get the same digit from their classifiers."""
+    pz = model.pz(*model.pz_params)
+    agree = 0
+    for b in [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else []):
+        zs = pz.rsample(torch.Size([b])).squeeze(1)  # prior batch shape (1, D) -> (b, D)
+        preds = torch.stack([clf(vae.decode(zs).mean).argmax(-1) for vae, clf in zip(model.vaes, classifiers)])
+        agree += (preds == preds[0]).all(0).sum().item()
+    return 100.0 * agree / n

