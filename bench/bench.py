@@ -231,29 +231,33 @@ def run_one(args, label):
         m.train()
     step_times = {k: [] for k in models}
     cpu_times = {k: [] for k in models}
+    peak = {k: 0 for k in models}
     rel_diff = 0.0
-    base = mem_reset(device)
     for i in range(args.warmup + args.steps):
         x, _ = next(batches)
         values = {}
         for name in models:
             torch.manual_seed(1000 + i)  # the same samples for both computations
+            base = mem_reset(device)
             t, c, values[name] = step(name, x)
+            peak[name] = max(peak[name], mem_peak(device) - base)
             if i >= args.warmup:
                 step_times[name].append(t)
                 cpu_times[name].append(c)
         if 'released' in values:
             rel_diff = max(rel_diff, abs(values['optimised'] - values['released']) / abs(values['released']))
-    res['train_peak_bytes'] = mem_peak(device) - base
+    res['train_peak_bytes'] = peak['optimised']
     res['step_ms'] = 1e3 * statistics.median(step_times['optimised'])
     res['step_ms_min'] = 1e3 * min(step_times['optimised'])
     res['step_ms_all'] = [round(1e3 * t) for t in step_times['optimised']]
     res['step_cpu_ms'] = 1e3 * statistics.median(cpu_times['optimised'])
     res['pairs_per_s'] = B / (res['step_ms'] / 1e3)
+    res['epoch_s'] = len(train_data) / res['pairs_per_s']  # training steps only, at the median step time
     if args.released:
         res['released_step_ms'] = 1e3 * statistics.median(step_times['released'])
         res['released_step_cpu_ms'] = 1e3 * statistics.median(cpu_times['released'])
         res['released_step_ms_all'] = [round(1e3 * t) for t in step_times['released']]
+        res['released_train_peak_bytes'] = peak['released']
         res['speedup'] = res['released_step_ms'] / res['step_ms']
         res['loss_rel_diff'] = rel_diff
 
@@ -334,6 +338,8 @@ def report(r, args):
     print(f"   FLOPs per step    {r['step_flops'] / 1e9:9,.1f} GFLOP -> {r['flops_per_s'] / 1e9:,.1f} GFLOP/s = "
           f"{100 * r['peak_fraction']:.0f}% of the measured matmul peak ({r['matmul_peak_flops'] / 1e9:,.0f} GFLOP/s)")
     print(f"   peak memory       {gib(r['train_peak_bytes'])} during the training steps")
+    print(f"   one epoch         {r['epoch_s'] / 60:9,.1f} min of training steps for the {r['train_items']:,} "
+          f"training items here")
     print(f"   batch assembly    {r['assembly_ms']:9.3f} ms per batch of {r['batch_size']} "
           f"({r['batch_size'] / r['assembly_ms'] * 1e3:,.0f} pairs/s)")
     if 'test_items_per_s' in r:
@@ -345,16 +351,17 @@ def report(r, args):
     if 'released_step_ms' in r:
         print(f"   released code     {r['released_step_ms']:9,.0f} ms median ({r['released_step_ms_all']}; CPU time "
               f"{r['released_step_cpu_ms']:,.0f} ms) -> speed-up {r['speedup']:.2f}x "
-              f"(CPU time {r['released_step_cpu_ms'] / r['step_cpu_ms']:.2f}x); "
+              f"(CPU time {r['released_step_cpu_ms'] / r['step_cpu_ms']:.2f}x); peak memory "
+              f"{gib(r['released_train_peak_bytes'])}; "
               f"losses equal within {r['loss_rel_diff']:.1e} (relative)")
     sys.stdout.flush()
 
 
-def summary(results):
+def summary(results, args):
     """One markdown table row per configuration (the README's performance table)."""
     released = any('speedup' in r for r in results)
     head = ['configuration', 'ms/step', 'pairs/s', 'CPU ms/step', 'GFLOP/step', '% of matmul peak',
-            'batch assembly (ms)', 'train peak mem', 'test items/s', 'K=1000 items/s']
+            'batch assembly (ms)', 'train peak mem', 'test items/s', f'K={args.eval_K} items/s']
     if released:
         head += ['released ms/step', 'released CPU ms/step', 'speed-up (wall)', 'speed-up (CPU time)']
     print('\n| ' + ' | '.join(head) + ' |')
@@ -394,7 +401,7 @@ def main(argv=None):
                     sys.exit(f'error: configuration {label!r} failed (exit code {out.returncode})')
                 results.append(json.loads(lines[-1][len('RESULT '):]))
                 report(results[-1], args)
-        summary(results)
+        summary(results, args)
         if args.json:
             with open(args.json, 'w') as f:
                 json.dump(results, f, indent=1)

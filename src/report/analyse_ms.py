@@ -37,10 +37,12 @@ def parse_args(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--save-dir', required=True, help='run directory written by main.py (mnist_svhn, mnist or svhn)')
     p.add_argument('--latent-epochs', type=int, default=30,
-                   help='epochs of the linear latent classifiers (the released analyse_ms.py trains them for 30)')
+                   help='epochs of the linear latent classifiers over the unpaired training images (30 as in the '
+                        'released analyse_ms.py, whose epochs ran over the paired loader, so each image was seen '
+                        'pair-multiplier times more)')
     p.add_argument('--classifier-epochs', type=int, default=30,
-                   help='epochs of the digit CNNs, trained once per value and data source, then cached '
-                        '(the released analyse_ms.py trains them for 30)')
+                   help='epochs of the digit CNNs over the unpaired training images, trained once per value and '
+                        'data source, then cached (30 as in the released analyse_ms.py; see --latent-epochs)')
     p.add_argument('--joint-samples', type=int, default=10000, help='prior samples for the joint coherence')
     p.add_argument('--batch-size', type=int, default=256, help='batch size of training and evaluation (released: 256)')
     p.add_argument('--max-items', type=int, default=0,
