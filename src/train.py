@@ -297,7 +297,10 @@ def _run(args, rank, world, device, stopper):
         torch.backends.cudnn.benchmark = True
     optimizer = torch.optim.Adam((p for p in model.parameters() if p.requires_grad), lr=1e-3, amsgrad=True)
     names = model.modalities if multimodal else [model.name]
-    first_test_batch = next(iter(BatchLoader(test_data, args.batch_size)))[0] if main else None
+    # Figures and analytics use one fixed batch spread over the test set (the paired test
+    # sets are ordered by class: their first batch would show a single digit).
+    spread = torch.randperm(len(test_data), generator=torch.Generator().manual_seed(0))[:args.batch_size]
+    first_test_batch = test_data.gather(spread.to(test_data.sources[0].device)) if main else None
 
     losses = {'train': [], 'test': [], 'epoch_seconds': [], 'skipped_batches': []}
     done, start, partial = 0, 0, None  # epochs complete, steps done in the next one, its running sums
