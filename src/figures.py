@@ -186,7 +186,8 @@ def save_cub_figures(model, x, display, fig_dir, epoch):
     """Per-epoch figures of the CUB models: recon_XXX.png (+ .txt) and gen_XXX.png (+ .txt)."""
     vaes = list(getattr(model, 'vaes', [model]))
     names, modalities = [v.name for v in vaes], [v.modality for v in vaes]
-    # CUB test items come 10 captions per image: take every 10th item (as the batch allows) to show 8 birds
+    # CUB items come 10 captions per image: from a batch in data order, every 10th item (as the
+    # batch allows) shows 8 different birds
     B = (x[0] if len(vaes) > 1 else x).size(0)
     idx = torch.arange(0, B, min(10, max(1, B // N_RECON)))[:N_RECON]
     if len(vaes) > 1:

@@ -18,7 +18,10 @@ Correlation in a CCA space between image features and sentence embeddings:
 Four scores: ground truth (real test pairs), image -> caption (encode the
 test image, one latent sample, decode a caption: arg-max tokens),
 caption -> image (encode the caption, decode the image: decoder mean), and
-joint generation (1,000 joint-prior samples decoded into both).
+joint generation (1,000 joint-prior samples decoded into both). Each comes
+with a chance level (not in the paper): the same items with the pairs
+shuffled, which shows how much of a score is a common offset of the items in
+the CCA space rather than their pairing.
 
 The fitted embedder and CCA depend on the data and the settings only, so they
 are cached under <data-dir>/cub[_offline]/cache/analyse_cub/; --reuse-embeddings
@@ -170,8 +173,15 @@ class Scorer:
         return torch.cat([self.net(c) for c in x.split(16 if self.net.device.type == 'cpu' else 128)])
 
     def score(self, feats, emb):
+        """The mean cosine similarity of the pairs, and of the same items with the pairs shuffled:
+        a chance level (what a common offset of all the items in the CCA space alone gives)."""
         mean, sims = CCA.cca_score(self.fit, feats, emb)
-        return {'score': mean, 'std': float(sims.std()), 'n': int(len(sims))}
+        shuffled, _ = CCA.cca_score(self.fit, feats, emb[np.random.default_rng(0).permutation(len(emb))])
+        return {'score': mean, 'std': float(sims.std()), 'n': int(len(sims)), 'shuffled': shuffled}
+
+
+def show(score):
+    return f"{score['score']:.4f} (pairs shuffled: {score['shuffled']:.4f})"
 
 
 def spread(n, m):
@@ -282,19 +292,16 @@ def main(argv=None):
     image_of = test.labels['image'].cpu()
     test_caps = test.sources[1][test.index[1]].cpu() if test.index is not None else test.sources[1].cpu()
     scores['ground_truth'] = scorer.score(test_feats[image_of], scorer.captions(test_caps))
-    log.info(f"ground truth (the {scores['ground_truth']['n']:,} real test pairs): "
-             f"{scores['ground_truth']['score']:.4f}")
+    log.info(f"ground truth (the {scores['ground_truth']['n']:,} real test pairs): {show(scores['ground_truth'])}")
 
     idx = spread(len(test), cmd.max_items)
     scores['image_to_caption'], scores['caption_to_image'] = cross_scores(model, test, idx, test_feats, scorer,
                                                                             cmd.batch_size)
     where = f'{len(idx):,} of the {len(test):,} test pairs'
-    log.info(f"image -> caption (encode the image, decode a caption; {where}): "
-             f"{scores['image_to_caption']['score']:.4f}")
-    log.info(f"caption -> image (encode the caption, decode the image; {where}): "
-             f"{scores['caption_to_image']['score']:.4f}")
+    log.info(f"image -> caption (encode the image, decode a caption; {where}): {show(scores['image_to_caption'])}")
+    log.info(f"caption -> image (encode the caption, decode the image; {where}): {show(scores['caption_to_image'])}")
     scores['joint'] = joint_score(model, cmd.joint_samples, scorer, cmd.batch_size)
-    log.info(f"joint generation ({cmd.joint_samples:,} prior samples): {scores['joint']['score']:.4f}")
+    log.info(f"joint generation ({cmd.joint_samples:,} prior samples): {show(scores['joint'])}")
 
     out['seconds'] = round(time.time() - t0, 2)
     path = os.path.join(cmd.save_dir, f'{name}.json')
