@@ -165,3 +165,23 @@ def test_offline_set_and_display(tmp_path, monkeypatch):
     logits[0, :, 1] = 5  # all '<pad>'
     logits[0, 0, i2w.index('bird')] = 9
     assert disp.captions(logits) == ['bird']
+
+
+def test_real_image_features_cached(real_dir, monkeypatch):
+    """Features of the real layout: the image files resized to 224 (cubIft) and the 64x64 images (cubIS
+    analysis), extracted once and cached per weights; a random state dict stands in for the ImageNet file."""
+    import torchvision
+    monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(real_dir / 'hub'))
+    torch.manual_seed(0)
+    state = torchvision.models.resnet101().state_dict()
+    monkeypatch.setattr(cub.FeatureExtractor, '_imagenet_state', lambda self: state)
+    a = args_for(real_dir)
+    net = cub.FeatureExtractor(offline=False, device=torch.device('cpu'))
+    assert not net.untrained and net.tag == 'imagenet1k_v1'
+    orig, desc = cub.features(a, 'test', 'original', net)
+    small, _ = cub.features(a, 'test', '64', net)
+    assert orig.shape == small.shape == (2, 2048) and 'ImageNet' in desc and 'UNTRAINED' not in desc
+    cache = os.path.join(str(real_dir), 'cub', 'cache')
+    assert {'resnet101_imagenet1k_v1_original_test.pt', 'resnet101_imagenet1k_v1_64_test.pt'} <= set(os.listdir(cache))
+    monkeypatch.setattr(cub.FeatureExtractor, '__call__', lambda *a: (_ for _ in ()).throw(AssertionError('re-run')))
+    assert torch.equal(cub.features(a, 'test', 'original', net)[0], orig)  # cached

@@ -123,8 +123,8 @@ def fit_cca_repeated(F, image_of, Y, k, reg=1e-6):
     paired with several captions (rows of Y), solved in the span of the centred
     features when there are fewer images than feature dimensions.
 
-    Exact: the optimal wx lies in the row space of the centred X (X' Y's columns
-    do, and a component outside only adds ridge), so with Q an orthonormal
+    Exact: the optimal wx lies in the row space of the centred X (so do the
+    columns of X'Y, and a component outside only adds ridge), so with Q an orthonormal
     basis of that span, the CCA of X Q gives wx = Q wx_r. The relative ridge is
     rescaled so that the absolute ridge is the same as in the full problem.
     Turns a (2048 + dy)-sized eigenproblem into an (n_images + dy)-sized one.
