@@ -333,7 +333,7 @@ def _run(args, rank, world, device, stopper):
         """Per-epoch figures (rank 0), on a fork of the RNG: the training noise does not depend on them."""
         if main:
             with fork_rng(device), checkpoint.disk_errors(run_dir, lambda: last_good[0]):
-                save_epoch_figures(model, first_test_batch, run_dir, epoch, names, getattr(test_data, 'display', None))
+                save_epoch_figures(model, first_test_batch, run_dir, epoch, names, test_data.display)
                 analytics.save_loss_curve(losses, os.path.join(run_dir, 'figures', 'losses.png'))
                 if not args.no_analytics:  # UMAP of latents, KL box plots (issue 3)
                     analytics.save_epoch_analytics(model, first_test_batch, run_dir, epoch)

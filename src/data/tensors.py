@@ -16,7 +16,10 @@ class TensorData:
              source (this is how pairs are stored); None means row i is item i.
     labels:  dict name -> LongTensor (N,), e.g. {'digit': ...}.
     source:  a human-readable description of where the data came from.
+    display: None, or an object that says how figures show items that are
+             not images (CUB captions and features: src/data/cub.py Display).
     """
+    display = None
 
     def __init__(self, sources, labels, index=None, source='', names=None):
         self.sources = list(sources)

@@ -52,7 +52,7 @@ class Dec(nn.Module):
 
     def forward(self, z):
         out = self.dec(z.reshape(-1, z.size(-1), 1, 1))
-        return out.view(*z.shape[:-1], *DATA_SIZE), torch.tensor(LIKELIHOOD_SCALE, device=z.device)
+        return out.view(*z.shape[:-1], *DATA_SIZE), torch.full((), LIKELIHOOD_SCALE, device=z.device)
 
 
 @register

@@ -50,7 +50,7 @@ class Dec(nn.Module):
         self.fc31 = nn.Linear(HIDDEN_DIM * 4, FEATURE_DIM)
 
     def forward(self, z):
-        return self.fc31(self.dec(z)), torch.tensor(LIKELIHOOD_SCALE, device=z.device)
+        return self.fc31(self.dec(z)), torch.full((), LIKELIHOOD_SCALE, device=z.device)
 
 
 @register

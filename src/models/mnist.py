@@ -48,7 +48,7 @@ class Dec(nn.Module):
         p = self.fc3(self.dec(z))
         d = torch.sigmoid(p.view(*z.shape[:-1], *DATA_SIZE))
         d = d.clamp(ETA, 1 - ETA)
-        return d, torch.tensor(LIKELIHOOD_SCALE, device=z.device)
+        return d, torch.full((), LIKELIHOOD_SCALE, device=z.device)
 
 
 @register

@@ -17,17 +17,15 @@ Unimodal mnist / svhn runs get the latent accuracy only.
 Writes <RUN>/analyse_ms.json and <RUN>/analyse_ms.log.
 """
 import argparse
-import os
 import time
 
 import torch
 
 from src.data import load_data
 from src.errors import UserError
-from src.files import save_json
 from src.report import classifiers as C
 from src.report.metrics import cross_coherence, joint_coherence, latent_accuracy, spread_subset
-from src.report.runs import analysis_logger, device_from, load_run, run_script
+from src.report.runs import save_results, analysis_logger, device_from, load_run, run_script
 
 MODELS = ('mnist_svhn', 'mnist', 'svhn')
 
@@ -138,11 +136,7 @@ def main(argv=None):
     else:
         log.info('unimodal run: cross and joint coherence do not apply')
 
-    out['seconds'] = round(time.time() - t0, 2)
-    path = os.path.join(cmd.save_dir, 'analyse_ms.json')
-    save_json(out, path)
-    log.info(f'wrote {path} ({out["seconds"]:.1f} s)')
-    return out
+    return save_results(out, cmd.save_dir, 'analyse_ms', t0, log)
 
 
 if __name__ == '__main__':

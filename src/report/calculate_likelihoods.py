@@ -10,7 +10,6 @@ the IWAE estimate. The test set is the run's (for pairs: its pair multiplier).
 Writes <RUN>/likelihoods.json and <RUN>/likelihoods.log.
 """
 import argparse
-import os
 import time
 
 import torch
@@ -18,9 +17,8 @@ from tqdm import tqdm
 
 from src.data import load_data
 from src.errors import UserError
-from src.files import save_json
 from src.report.metrics import chunk_items, iwae_terms, mmvae_likelihood_terms, spread_subset
-from src.report.runs import analysis_logger, device_from, load_run, run_script
+from src.report.runs import save_results, analysis_logger, device_from, load_run, run_script
 
 
 def parse_args(argv=None):
@@ -47,9 +45,7 @@ def parse_args(argv=None):
 def main(argv=None):
     cmd = parse_args(argv)
     device = device_from(cmd.no_cuda)
-    args, model = load_run(cmd.save_dir, device)
-    if cmd.data_dir:
-        args.data_dir = cmd.data_dir
+    args, model = load_run(cmd.save_dir, device, cmd.data_dir)
     log = analysis_logger(cmd.save_dir, 'likelihoods')
     torch.manual_seed(args.seed if cmd.seed is None else cmd.seed)
     multimodal = hasattr(model, 'vaes')
@@ -59,7 +55,8 @@ def main(argv=None):
     items = spread_subset(len(data), cmd.max_items, device)
     n = len(items)
     S = cmd.chunk_items or chunk_items(model, K)
-    test_set = (f'paired test set (pair multiplier {args.pair_multiplier})' if multimodal else 'test set')
+    test_set = ('test set' if not multimodal else 'paired test set (each caption with its image)'
+                if args.model.startswith('cub') else f'paired test set (pair multiplier {args.pair_multiplier})')
     log.info(f'run {cmd.save_dir}: model {args.model} on {device}')
     log.info(f"data: {data.source}{' (OFFLINE stand-in data, not the paper datasets)' if args.offline else ''}")
     log.info(f'{test_set}: {n:,} of {len(data):,} items; K = {K}; {S} items per forward pass')
@@ -100,11 +97,7 @@ def main(argv=None):
     else:
         out['log_likelihood'] = joint / n
         log.info(f'log p({names[0]}) (IWAE): {out["log_likelihood"]:.4f}')
-    out['seconds'] = round(time.time() - t0, 2)
-    path = os.path.join(cmd.save_dir, 'likelihoods.json')
-    save_json(out, path)
-    log.info(f'wrote {path} ({out["seconds"]:.1f} s)')
-    return out
+    return save_results(out, cmd.save_dir, 'likelihoods', t0, log)
 
 
 if __name__ == '__main__':

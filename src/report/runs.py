@@ -4,12 +4,13 @@ import argparse
 import logging
 import os
 import sys
+import time
 
 import torch
 
 from src.cli import build_parser
 from src.errors import UserError
-from src.files import load_json, load_torch
+from src.files import load_json, load_torch, save_json
 from src.models import MODELS
 
 
@@ -58,6 +59,15 @@ def analysis_logger(save_dir, name):
         h.setFormatter(logging.Formatter('%(message)s'))
         log.addHandler(h)
     return log
+
+
+def save_results(out, save_dir, name, t0, log):
+    """Write out (plus the seconds since t0) to <save_dir>/<name>.json, log where; returns out."""
+    out['seconds'] = round(time.time() - t0, 2)
+    path = os.path.join(save_dir, f'{name}.json')
+    save_json(out, path)
+    log.info(f'wrote {path} ({out["seconds"]:.1f} s)')
+    return out
 
 
 def run_script(main):
