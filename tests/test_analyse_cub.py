@@ -1,8 +1,9 @@
 """cubIS and cubISft end to end on a tiny --offline bird set: one short epoch with
 main.py (run directory, image-plus-caption figures, caption text files), then
 analyse_cub.py on the runs (the four CCA coherence scores, the cached
-embedder/CCA reused by a flag, the untrained baseline). The ResNet-101 here is
-the untrained one (no weights file offline), which the outputs must say."""
+embedder/CCA reused by a flag, the untrained baseline). The image features
+here are the offline stand-in (src/data/bird_features.py), which the outputs
+must say."""
 import glob
 import json
 import os
@@ -28,7 +29,7 @@ TINY = ['--fasttext-dim', '16', '--fasttext-bucket', '2000', '--cca-dim', '6', '
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory, monkeypatch_module):
     d = tmp_path_factory.mktemp('cubdata')
-    # no ImageNet weights here, whatever the machine has: the offline fallback is what is tested
+    # offline data never touch the ImageNet weights, whatever the machine has
     monkeypatch_module.setattr(torch.hub, 'get_dir', lambda: str(d / 'hub'))
     cub.make_offline_set(str(d), 8, 3)
     return str(d)
@@ -64,8 +65,8 @@ def test_training_run_and_figures(runs, model):
     run = runs[model]
     saved = json.load(open(os.path.join(run, 'args.json')))
     assert saved['offline_data'] is True and 'generated bird set' in saved['data_source']
-    if model == 'cubISft':  # untrained ResNet features: said in the data source
-        assert 'UNTRAINED ResNet-101' in saved['data_source']
+    if model == 'cubISft':  # stand-in features: said in the data source
+        assert "offline stand-in features" in saved['data_source'] and "NOT the paper's" in saved['data_source']
     assert 'OFFLINE DATA' in open(os.path.join(run, 'run.log')).read()
     losses = json.load(open(os.path.join(run, 'losses.json')))
     assert len(losses['train']) == 1 and np.isfinite(losses['train'] + losses['test']).all()
@@ -110,12 +111,12 @@ def test_analyse_cubIS(runs):
     assert set(s) == {'ground_truth', 'image_to_caption', 'caption_to_image', 'joint'}
     assert all(-1 <= v['score'] <= 1 and -1 <= v['shuffled'] <= 1 for v in s.values())
     assert s['ground_truth']['n'] == 30 and s['image_to_caption']['n'] == 6 and s['joint']['n'] == 6
-    assert out['untrained_image_features'] and 'UNTRAINED' in out['image_features']
+    assert out['stand_in_image_features'] and 'stand-in' in out['image_features']
     assert out['offline_data'] and not out['reused_embeddings'] and not out['untrained_model']
     saved = json.load(open(os.path.join(runs['cubIS'], 'analyse_cub.json')))
     assert saved['scores'] == s
     log = open(os.path.join(runs['cubIS'], 'analyse_cub.log')).read()
-    assert 'UNTRAINED ResNet-101' in log and 'ground truth' in log and 'joint generation (6 prior samples)' in log
+    assert 'offline stand-in image features' in log and 'ground truth' in log and 'joint generation (6 prior samples)' in log
 
 
 def test_analyse_cubISft_reuse_and_untrained(runs, data_dir):

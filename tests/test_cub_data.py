@@ -111,31 +111,46 @@ def test_image_order_pairing_and_caches(real_dir, monkeypatch):
 
 
 def test_missing_resnet_weights_name_the_file(tmp_path, monkeypatch):
-    """Without the weights file and without network: a clear error naming the file and where to put it.
-    With --offline the untrained (seeded) network is used instead, and said so."""
+    """Without the weights file and without network: a clear error naming the file and where to put it."""
     monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path / 'hub'))
 
     def no_network(*a, **k):
         raise OSError('network unreachable')
     monkeypatch.setattr(torch.hub, 'load_state_dict_from_url', no_network)
-    net = cub.FeatureExtractor(offline=False, device=torch.device('cpu'))
+    net = cub.FeatureExtractor(device=torch.device('cpu'))
     with pytest.raises(UserError) as e:
         net(torch.zeros(1, 3, 8, 8))
     msg = str(e.value)
     assert 'resnet101-63fe2227.pth' in msg and os.path.join(str(tmp_path / 'hub'), 'checkpoints') in msg
     assert 'network unreachable' in msg
 
-    off = cub.FeatureExtractor(offline=True, device=torch.device('cpu'))
-    assert off.untrained and off.tag == 'untrained_seed0_scaled' and 'UNTRAINED' in off.description
-    x = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+
+def test_offline_features_stand_in(tmp_path, monkeypatch):
+    """--offline: features from the attribute network (src/data/bird_features.py), trained once on the
+    offline training birds, cached, retrained when the set changes; never the ImageNet weights; said so."""
+    monkeypatch.setattr(torch.hub, 'load_state_dict_from_url', lambda *a, **k: pytest.fail('download attempted'))
+    a = args_for(tmp_path, offline=True)
+    cub.make_offline_set(str(tmp_path), 8, 3)
+    net = cub.extractor(a)
+    assert net.stand_in and 'stand-in' in net.description and "NOT the paper's" in net.description
     torch.manual_seed(123)
-    f1 = off(x)
-    after = torch.rand(1)
-    assert f1.shape == (1, 2048) and 0.05 < f1.mean() < 5 and (f1 >= 0).all()  # rescaled to ImageNet's order
+    expected = torch.rand(1)
     torch.manual_seed(123)
-    f2 = cub.FeatureExtractor(offline=True, device=torch.device('cpu'))(x)
-    assert torch.equal(f1, f2)  # seeded: the same network every time
-    assert torch.equal(torch.rand(1), after)  # building it leaves the caller's RNG as it was
+    feats, desc = cub.features(a, 'train')
+    assert torch.equal(torch.rand(1), expected)  # training it leaves the caller's RNG as it was
+    assert feats.shape == (8, 2048) and (feats >= 0).all() and feats.mean().item() == pytest.approx(0.5, rel=1e-4)
+    assert desc == net.description and os.path.isfile(net.path)
+    assert cub.features(a, 'test')[0].shape == (3, 2048)
+    # a new extractor (a new process) loads the trained network: same features, no training
+    monkeypatch.setattr(cub.bird_features, 'train_attribute_net', lambda *a, **k: pytest.fail('trained again'))
+    fresh = cub.BirdFeatureExtractor(a, torch.device('cpu'))
+    x = cub.images64(a, 'train')[0]
+    assert torch.equal(fresh(x), feats)
+    # another offline set: the network is trained again, on the new birds
+    monkeypatch.undo()
+    cub.make_offline_set(str(tmp_path), 9, 3)
+    assert cub.extractor(a)(cub.images64(a, 'train')[0]).shape == (9, 2048)
+    assert torch.load(net.path)['key'] == cub.images_key(a, 'train')
 
 
 def test_offline_set_and_display(tmp_path, monkeypatch):
@@ -176,8 +191,8 @@ def test_real_image_features_cached(real_dir, monkeypatch):
     state = torchvision.models.resnet101().state_dict()
     monkeypatch.setattr(cub.FeatureExtractor, '_imagenet_state', lambda self: state)
     a = args_for(real_dir)
-    net = cub.FeatureExtractor(offline=False, device=torch.device('cpu'))
-    assert not net.untrained and net.tag == 'imagenet1k_v1'
+    net = cub.FeatureExtractor(device=torch.device('cpu'))
+    assert not net.stand_in and net.tag == 'resnet101_imagenet1k_v1'
     orig, desc = cub.features(a, 'test', 'original', net)
     small, _ = cub.features(a, 'test', '64', net)
     assert orig.shape == small.shape == (2, 2048) and 'ImageNet' in desc and 'UNTRAINED' not in desc

@@ -21,10 +21,10 @@ Both go through the same pipeline, cached under <root>/cache/:
 - ResNet-101 pooled 2048-d features of the images resized to 224x224
   (torchvision ImageNet weights), extracted once with a progress bar. Without
   the weights file and without network access this is an error naming the
-  file to place; with --offline, if the file is absent, an UNTRAINED ResNet-101
-  (random weights, fixed seed, output rescaled by one fixed factor to the
-  order of ImageNet features) is used instead and every source string, log
-  and JSON output says so.
+  file to place. With --offline the features come from a stand-in instead
+  (src/data/bird_features.py: a small CNN trained once on the offline
+  training birds' attributes, cached), and every source string, log and JSON
+  output says so.
 
 Datasets (the names the models give): cubI (64x64 images), cubS (captions),
 cubIft (features), cubIS / cubISft (each caption paired with its image /
@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from ..errors import UserError
 from ..files import load_json, load_torch, save_json, save_torch
+from . import bird_features
 from .tensors import TensorData
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,6 @@ IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 OFFLINE_SIZE = {'train': 1000, 'test': 250}   # default size of the generated set (images)
 OFFLINE_SEED = {'train': 0, 'test': 1}        # fixed: the data do not change with --seed
 OFFLINE_VERSION = 1                           # bump when the generated set changes
-UNTRAINED_SEED = 0                            # seed of the untrained ResNet-101 (offline fallback)
-UNTRAINED_MEAN = 0.5                          # its features are rescaled to this mean on uniform noise images
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -274,50 +273,28 @@ def weights_file():
 class FeatureExtractor:
     """ResNet-101 up to its global average pool: (N, 3, H, W) in [0, 1] -> (N, 2048).
 
-    Which weights: the ImageNet file if it is in torch hub's checkpoints
-    directory; else downloaded (an error naming the file without network);
-    with --offline never downloaded: an untrained network (seeded) instead.
-    tag ('imagenet1k_v1' or 'untrained_seed0') names the caches; the network
-    itself is built on first use, so cached features need no weights.
+    The ImageNet weights file in torch hub's checkpoints directory, else
+    downloaded (without network: an error naming the file and where to put
+    it). tag names the caches; the network is built on first use, so cached
+    features need no weights.
     """
+    stand_in = False
 
-    def __init__(self, offline, device):
+    def __init__(self, device):
         self.path, self.url = weights_file()
-        self.untrained = offline and not os.path.isfile(self.path)
         self.device = device
         self._net = None
-        self.scale = 1.0
-        self.warned = False
-        if self.untrained:
-            self.tag = f'untrained_seed{UNTRAINED_SEED}_scaled'
-            self.description = (f'UNTRAINED ResNet-101 (random weights, seed {UNTRAINED_SEED}, output rescaled by a '
-                                f'fixed factor; the ImageNet weights {self.path} are absent): NOT the paper\'s '
-                                f'ImageNet features')
-        else:
-            self.tag = 'imagenet1k_v1'
-            self.description = f'ResNet-101 with the torchvision ImageNet weights ({os.path.basename(self.path)})'
+        self.tag = 'resnet101_imagenet1k_v1'
+        self.description = f'ResNet-101 with the torchvision ImageNet weights ({os.path.basename(self.path)})'
 
     @property
     def net(self):
         if self._net is None:
             import torchvision
-            if self.untrained:
-                with torch.random.fork_rng(devices=[]):  # seeded, and the caller's RNG is left as it was
-                    torch.manual_seed(UNTRAINED_SEED)
-                    net = torchvision.models.resnet101(weights=None)
-                    reference = torch.rand(2, 3, FEATURE_SIZE, FEATURE_SIZE)
-            else:
-                state = self._imagenet_state()
-                net = torchvision.models.resnet101(weights=None)
-                net.load_state_dict(state)
+            net = torchvision.models.resnet101(weights=None)
+            net.load_state_dict(self._imagenet_state())
             net.fc = torch.nn.Identity()
             self._net = net.eval().to(self.device)
-            if self.untrained:
-                # Random weights without trained BatchNorm statistics give features of order 1e4;
-                # one fixed factor brings them to the ImageNet features' order (mean about 0.5) so
-                # that the feature models train as on real features. The CCA does not see it.
-                with torch.no_grad():
-                    self.scale = UNTRAINED_MEAN / self._net(reference.to(self.device)).mean().item()
         return self._net
 
     def _imagenet_state(self):
@@ -337,7 +314,7 @@ class FeatureExtractor:
     @torch.no_grad()
     def __call__(self, x):
         """x: (N, 3, H, W) float in [0, 1] or uint8, any size -> (N, 2048) float32 on the CPU."""
-        net = self.net  # built first: it sets self.scale
+        net = self.net
         x = x.to(self.device)
         x = x.float().div(255) if x.dtype == torch.uint8 else x.float()
         if tuple(x.shape[-2:]) != (FEATURE_SIZE, FEATURE_SIZE):
@@ -345,7 +322,7 @@ class FeatureExtractor:
                               antialias=x.shape[-1] > FEATURE_SIZE)
         mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=self.device).view(1, 3, 1, 1)
-        return (net((x - mean) / std) * self.scale).float().cpu()
+        return net((x - mean) / std).float().cpu()
 
     def batched(self, batches, n, desc):
         """Features of an iterable of image batches (n images in all), with a progress bar."""
@@ -357,6 +334,44 @@ class FeatureExtractor:
         return torch.cat(out) if out else torch.empty(0, FEATURE_DIM)
 
 
+class BirdFeatureExtractor(FeatureExtractor):
+    """--offline: the stand-in for ImageNet features of src/data/bird_features.py, a
+    small CNN trained on the offline training birds' attributes (once, cached)."""
+    stand_in = True
+
+    def __init__(self, args, device):
+        self.args, self.device, self._net, self._key = args, device, None, None
+        self.path = _cache(args, f'bird_features_v{bird_features.VERSION}_seed{bird_features.SEED}.pt')
+        self.tag = f'birdattr_v{bird_features.VERSION}_seed{bird_features.SEED}'
+        self.description = ("offline stand-in features: a small CNN trained on the generated birds' attributes "
+                            "(src/data/bird_features.py), NOT the paper's ImageNet ResNet-101 features")
+
+    @property
+    def net(self):
+        key = images_key(self.args, 'train')
+        if self._key != key:  # first use, or the offline set was generated anew
+            state = load_torch(self.path, 'cached offline feature network') if os.path.isfile(self.path) else {}
+            if state.get('key') == key:
+                with torch.random.fork_rng(devices=[]):  # building it leaves the caller's RNG as it was
+                    net = bird_features.AttributeNet()
+                net.load_state_dict(state['state_dict'])
+            else:
+                images = images64(self.args, 'train')[0]
+                attrs = load_json(os.path.join(root(self.args), 'attributes_train.json'), 'offline bird attributes')
+                log.info(f'offline image features: training the attribute network on the {len(images):,} offline '
+                         f'training birds ({bird_features.EPOCHS} epochs; once, cached in {self.path})')
+                net, accuracy = bird_features.train_attribute_net(images, attrs)
+                log.info('its training accuracy per attribute: ' +
+                         ', '.join(f'{k} {a:.2f}' for k, a in accuracy.items()))
+                save_torch({'key': key, 'state_dict': net.state_dict(), 'train_accuracy': accuracy}, self.path)
+            self._net, self._key = net.eval().to(self.device), key
+        return self._net
+
+    @torch.no_grad()
+    def __call__(self, x):
+        return self.net.features(x.to(self.device)).float().cpu()
+
+
 _EXTRACTORS = {}
 
 
@@ -365,11 +380,17 @@ def _device(args):
 
 
 def extractor(args, device=None):
-    """The feature extractor of this data source (one per process and device: the network is large)."""
+    """The feature extractor of this data source (one per process and device: the network is large):
+    ResNet-101 with ImageNet weights, or with --offline the stand-in of src/data/bird_features.py."""
     device = device or _device(args)
-    key = (bool(args.offline), str(device), weights_file()[0], os.path.isfile(weights_file()[0]))
-    if key not in _EXTRACTORS:
-        _EXTRACTORS[key] = FeatureExtractor(args.offline, device)
+    if args.offline:
+        key = ('offline', os.path.abspath(root(args)), str(device))
+        if key not in _EXTRACTORS:
+            _EXTRACTORS[key] = BirdFeatureExtractor(args, device)
+    else:
+        key = ('resnet101', str(device), weights_file()[0], os.path.isfile(weights_file()[0]))
+        if key not in _EXTRACTORS:
+            _EXTRACTORS[key] = FeatureExtractor(device)
     return _EXTRACTORS[key]
 
 
@@ -390,7 +411,7 @@ def _original_batches(files, batch_size):
 
 
 def features(args, split, source='original', net=None):
-    """(N, 2048) float32 ResNet-101 features of a split's images, extracted once and cached.
+    """(N, 2048) float32 image features of a split (ResNet-101, or the offline stand-in), extracted once and cached.
 
     source 'original': the image files (the paper's cubIft features); '64': the
     64x64 images the image models see (for the cubIS coherence analysis).
@@ -400,17 +421,16 @@ def features(args, split, source='original', net=None):
     net = net or extractor(args)
     if args.offline:
         source = 'original'
-    path = _cache(args, f'resnet101_{net.tag}_{source}_{split}.pt')
+    path = _cache(args, f'{net.tag}_{source}_{split}.pt')
     key = images_key(args, split)
     if os.path.exists(path):
-        d = load_torch(path, 'cached ResNet-101 features file')
+        d = load_torch(path, 'cached image features file')
         if d.get('key') == key:
             return d['features'], net.description
         log.info(f'{path} was extracted from other images: extracting again')
-    if net.untrained and not net.warned:
-        log.info(f'WARNING: image features from an {net.description}')
-        net.warned = True
-    desc = f'CUB {split}: ResNet-101 features ({source})'
+    if net.stand_in:
+        log.info(f'image features from the {net.description}')
+    desc = f'CUB {split}: image features ({source})'
     bs = _batch_size(net.device)
     if source == 'original' and not args.offline:
         files = check_layout(root(args))[split]
@@ -419,7 +439,7 @@ def features(args, split, source='original', net=None):
         images = images64(args, split)[0]
         feats = net.batched(images.split(bs), len(images), desc)
     if not torch.isfinite(feats).all():
-        raise UserError(f'ResNet-101 features of the CUB {split} images are not finite: {net.description}')
+        raise UserError(f'image features of the CUB {split} images are not finite: {net.description}')
     save_torch({'key': key, 'features': feats, 'network': net.description}, path)
     return feats, net.description
 

@@ -8,10 +8,11 @@ Correlation in a CCA space between image features and sentence embeddings:
   smooth-inverse-frequency weights a / (a + p(w)), a = 1e-3, averaged over the
   tokens up to the first '<eos>', minus the projection on the first principal
   component of the training embeddings (src/report/cca.py);
-- image features: the 2048-d ResNet-101 features. cubISft works on them
-  directly; for cubIS the 64x64 images (real and generated) are turned into
-  features by the same ResNet-101 (resized to 224), so real and generated
-  images reach the CCA the same way;
+- image features: the 2048-d ResNet-101 features (with --offline data: the
+  stand-in network of src/data/bird_features.py, said in the outputs).
+  cubISft works on them directly; for cubIS the 64x64 images (real and
+  generated) are turned into features by the same network (ResNet-101:
+  resized to 224), so real and generated images reach the CCA the same way;
 - CCA (k = 40) fitted on the training pairs (each image's features repeated
   for its 10 captions); score = mean cosine similarity of the two views
   after centring with the training means and projecting.
@@ -41,10 +42,10 @@ import torch
 from src.data import cub, load_data
 from src.data.captions import ids_to_tokens
 from src.errors import UserError
-from src.files import load_torch, save_json, save_torch
+from src.files import load_torch, save_torch
 from src.models import MODELS
 from src.report import cca as CCA
-from src.report.runs import analysis_logger, device_from, load_run, run_script
+from src.report.runs import save_results, analysis_logger, device_from, load_run, run_script
 
 RUN_MODELS = ('cubIS', 'cubISft')
 
@@ -167,7 +168,7 @@ class Scorer:
         return self.embedder(ids_to_tokens(ids.cpu(), self.i2w))
 
     def images(self, x):
-        """Generated images -> features: cubISft decodes features; cubIS images go through ResNet-101."""
+        """Generated images -> features: cubISft decodes features; cubIS images go through the feature network."""
         if self.model_name == 'cubISft':
             return x.float().cpu()
         return torch.cat([self.net(c) for c in x.split(16 if self.net.device.type == 'cpu' else 128)])
@@ -254,9 +255,9 @@ def main(argv=None):
     log.info(f'data: {test.source}')  # offline data say so in their source
     log.info(f'image features for the CCA: {net_desc}'
              f'{"; of the 64x64 images, as the model sees them" if source == "64" and not args.offline else ""}')
-    if net.untrained:
-        log.info('WARNING: the image features come from an UNTRAINED ResNet-101 (the ImageNet weights file is '
-                 'absent): the scores are not comparable with the paper\'s')
+    if net.stand_in:
+        log.info("NOTE: offline stand-in image features (src/data/bird_features.py), not the paper's ImageNet "
+                 "ResNet-101 features: the scores are not comparable with the paper's")
 
     s = settings(cmd, net.tag, source, f'{cub.captions_key(args)}/{cub.images_key(args, "train")}')
     key = hashlib.sha1(json.dumps(s, sort_keys=True).encode()).hexdigest()[:16]
@@ -285,7 +286,7 @@ def main(argv=None):
 
     out = {'model': args.model, 'run': cmd.save_dir, 'untrained_model': bool(cmd.untrained), 'seed': seed,
            'data_source': test.source, 'offline_data': bool(args.offline),
-           'image_features': net_desc, 'untrained_image_features': bool(net.untrained),
+           'image_features': net_desc, 'stand_in_image_features': bool(net.stand_in),
            'image_features_of': 'the 64x64 images' if source == '64' else 'the original images',
            'settings': s, 'reused_embeddings': reused, 'cache': cache, 'scores': {}}
     scores = out['scores']
@@ -303,11 +304,7 @@ def main(argv=None):
     scores['joint'] = joint_score(model, cmd.joint_samples, scorer, cmd.batch_size)
     log.info(f"joint generation ({cmd.joint_samples:,} prior samples): {show(scores['joint'])}")
 
-    out['seconds'] = round(time.time() - t0, 2)
-    path = os.path.join(cmd.save_dir, f'{name}.json')
-    save_json(out, path)
-    log.info(f'wrote {path} ({out["seconds"]:.1f} s)')
-    return out
+    return save_results(out, cmd.save_dir, name, t0, log)
 
 
 if __name__ == '__main__':
