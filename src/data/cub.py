@@ -429,7 +429,7 @@ def features(args, split, source='original', net=None):
             return d['features'], net.description
         log.info(f'{path} was extracted from other images: extracting again')
     if net.stand_in:
-        log.info(f'image features from the {net.description}')
+        log.info(f'CUB {split} image features: {net.description}')
     desc = f'CUB {split}: image features ({source})'
     bs = _batch_size(net.device)
     if source == 'original' and not args.offline:
