@@ -45,7 +45,7 @@ from src.errors import UserError
 from src.files import load_torch, save_torch
 from src.models import MODELS
 from src.report import cca as CCA
-from src.report.runs import save_results, analysis_logger, device_from, load_run, run_script
+from src.report.runs import analysis_logger, device_from, load_run, run_script, save_results
 
 RUN_MODELS = ('cubIS', 'cubISft')
 

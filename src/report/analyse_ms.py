@@ -25,7 +25,7 @@ from src.data import load_data
 from src.errors import UserError
 from src.report import classifiers as C
 from src.report.metrics import cross_coherence, joint_coherence, latent_accuracy, spread_subset
-from src.report.runs import save_results, analysis_logger, device_from, load_run, run_script
+from src.report.runs import analysis_logger, device_from, load_run, run_script, save_results
 
 MODELS = ('mnist_svhn', 'mnist', 'svhn')
 

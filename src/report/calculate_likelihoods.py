@@ -18,7 +18,7 @@ from tqdm import tqdm
 from src.data import load_data
 from src.errors import UserError
 from src.report.metrics import chunk_items, iwae_terms, mmvae_likelihood_terms, spread_subset
-from src.report.runs import save_results, analysis_logger, device_from, load_run, run_script
+from src.report.runs import analysis_logger, device_from, load_run, run_script, save_results
 
 
 def parse_args(argv=None):
