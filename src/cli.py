@@ -127,13 +127,20 @@ def merge_pretrained(args, explicit):
         if f in explicit and f in flags and explicit[f] != flags[f]:
             raise UserError(f"--pre-trained {run} was trained with --{f.replace('_', '-')} {flags[f]}, "
                             f"not {explicit[f]}: drop the flag or start a fresh run")
-    merged = vars(build_parser().parse_args([]))  # defaults for flags newer than the saved run
-    merged.update({k: v for k, v in flags.items() if k in merged and k not in RUN_LOCATION_FLAGS})
-    merged.update(explicit)
+    merged = _saved_flags(flags, explicit)
     merged['pre_trained'] = run
     if merged['model'] not in MODELS:
         raise UserError(f"--pre-trained {run} holds unknown model {merged['model']!r}")
     return argparse.Namespace(**merged)
+
+
+def _saved_flags(flags, explicit):
+    """A run's saved flags over today's defaults (for flags newer than the run), without where it ran,
+    then the flags typed now."""
+    merged = vars(build_parser().parse_args([]))
+    merged.update({k: v for k, v in flags.items() if k in merged and k not in RUN_LOCATION_FLAGS})
+    merged.update(explicit)
+    return merged
 
 
 def merge_resume(args, explicit):
@@ -155,9 +162,7 @@ def merge_resume(args, explicit):
     if differ:
         raise UserError(f"--resume {run}: these flags differ from the run's: {', '.join(differ)}. A resumed run keeps "
                         f"its flags (only --epochs and run-control flags may change): drop them, or start a new run")
-    merged = vars(build_parser().parse_args([]))  # defaults for flags newer than the saved run
-    merged.update({k: v for k, v in flags.items() if k in merged and k not in RUN_LOCATION_FLAGS})
-    merged.update(explicit)
+    merged = _saved_flags(flags, explicit)
     merged['resume'] = run
     return argparse.Namespace(**merged)
 

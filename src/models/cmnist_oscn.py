@@ -17,5 +17,4 @@ class CMNIST_OSCN(MMVAE):
         super().__init__(DISTS[params.joint_prior], params, CMNIST, OSCN)
         # Balance the likelihoods by data size: (3*32*32) / (3*28*28) = 1.306 on CMNIST;
         # a non-zero --llik_scaling replaces the default.
-        self.vaes[0].llik_scaling = (prod(OSCN.data_size) / prod(CMNIST.data_size)
-                                     if params.llik_scaling == 0 else params.llik_scaling)
+        self.scale_first_likelihood(prod(OSCN.data_size) / prod(CMNIST.data_size))

@@ -23,7 +23,5 @@ class CUBImageSent(MMVAE):
 
     def __init__(self, params):
         super().__init__(dist.Laplace, params, CUBImage, CUBSent)
-        self.vaes[0].llik_scaling = (MAX_LEN / prod(CUBImage.data_size)
-                                     if params.llik_scaling == 0 else params.llik_scaling)
-        for vae in self.vaes:
-            vae._pz_params = self._pz_params
+        self.scale_first_likelihood(MAX_LEN / prod(CUBImage.data_size))
+        self.share_prior()

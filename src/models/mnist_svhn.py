@@ -18,5 +18,4 @@ class MNIST_SVHN(MMVAE):
         super().__init__(dist.Laplace, params, MNIST, SVHN)
         # Balance the modalities' likelihoods by data size (SPEC: 3072 / 784 = 3.918);
         # a non-zero --llik_scaling replaces the default.
-        self.vaes[0].llik_scaling = (prod(SVHN.data_size) / prod(MNIST.data_size)
-                                     if params.llik_scaling == 0 else params.llik_scaling)
+        self.scale_first_likelihood(prod(SVHN.data_size) / prod(MNIST.data_size))

@@ -119,6 +119,15 @@ class MMVAE(nn.Module):
     def modalities(self):
         return [vae.name for vae in self.vaes]
 
+    def scale_first_likelihood(self, default):
+        """Weight the first modality's log-likelihood: --llik_scaling when non-zero, else `default`."""
+        self.vaes[0].llik_scaling = self.params.llik_scaling or default
+
+    def share_prior(self):
+        """The unimodal VAEs use the joint prior's parameters (as in the released CUB models)."""
+        for vae in self.vaes:
+            vae._pz_params = self._pz_params
+
     def forward(self, x, K=1):
         """Returns posteriors [M], likelihoods px_zs[e][d] (M x M: encoder e's
         samples decoded by d), samples [M] of shape (K, B, D)."""

@@ -45,7 +45,7 @@ from src.errors import UserError
 from src.files import load_torch, save_torch
 from src.models import MODELS
 from src.report import cca as CCA
-from src.report.runs import analysis_logger, device_from, load_run, run_script, save_results
+from src.report.runs import add_run_flags, analysis_logger, device_from, load_run, run_script, save_results
 
 RUN_MODELS = ('cubIS', 'cubISft')
 
@@ -72,9 +72,7 @@ def parse_args(argv=None):
                         "at 300-d)")
     p.add_argument('--sif-a', type=float, default=1e-3, help='SIF weight parameter a')
     p.add_argument('--batch-size', type=int, default=256, help='items per forward pass')
-    p.add_argument('--data-dir', default='', help="where the data are (default: the run's --data-dir)")
-    p.add_argument('--seed', type=int, default=None, help="random seed (default: the run's)")
-    p.add_argument('--no-cuda', action='store_true', help='do not use a GPU even when one is available')
+    add_run_flags(p)
     a = p.parse_args(argv)
     for flag in ('joint_samples', 'cca_dim', 'fasttext_dim', 'fasttext_window', 'fasttext_min_count',
                  'fasttext_epochs', 'fasttext_bucket', 'batch_size'):

@@ -25,7 +25,7 @@ from src.data import load_data
 from src.errors import UserError
 from src.report import classifiers as C
 from src.report.metrics import cross_coherence, joint_coherence, latent_accuracy, spread_subset
-from src.report.runs import analysis_logger, device_from, load_run, run_script, save_results
+from src.report.runs import add_run_flags, analysis_logger, device_from, load_run, run_script, save_results
 
 MODELS = ('mnist_svhn', 'mnist', 'svhn')
 
@@ -45,9 +45,7 @@ def parse_args(argv=None):
     p.add_argument('--batch-size', type=int, default=256, help='batch size of training and evaluation (released: 256)')
     p.add_argument('--max-items', type=int, default=0,
                    help='cross coherence on N evenly spaced paired test items (they span all classes; 0: all)')
-    p.add_argument('--data-dir', default='', help="where the data and the cached classifiers are (default: the run's --data-dir)")
-    p.add_argument('--seed', type=int, default=None, help="random seed (default: the run's)")
-    p.add_argument('--no-cuda', action='store_true', help='do not use a GPU even when one is available')
+    add_run_flags(p, "where the data and the cached classifiers are (default: the run's --data-dir)")
     a = p.parse_args(argv)
     for flag in ('latent_epochs', 'classifier_epochs', 'joint_samples', 'batch_size'):
         if getattr(a, flag) < 1:

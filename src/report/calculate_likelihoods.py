@@ -18,7 +18,7 @@ from tqdm import tqdm
 from src.data import load_data
 from src.errors import UserError
 from src.report.metrics import chunk_items, iwae_terms, mmvae_likelihood_terms, spread_subset
-from src.report.runs import analysis_logger, device_from, load_run, run_script, save_results
+from src.report.runs import add_run_flags, analysis_logger, device_from, load_run, run_script, save_results
 
 
 def parse_args(argv=None):
@@ -30,9 +30,7 @@ def parse_args(argv=None):
                    help='evaluate N evenly spaced test items (they span all classes; 0: all)')
     p.add_argument('--chunk-items', type=int, default=0,
                    help='test items per forward pass (0: as many as a ~100 MB per tensor budget allows at this K)')
-    p.add_argument('--data-dir', default='', help="where the data are (default: the run's --data-dir)")
-    p.add_argument('--seed', type=int, default=None, help="random seed (default: the run's)")
-    p.add_argument('--no-cuda', action='store_true', help='do not use a GPU even when one is available')
+    add_run_flags(p)
     a = p.parse_args(argv)
     if a.iwae_samples < 1:
         raise UserError(f"--iwae-samples must be a positive integer, got {a.iwae_samples}")

@@ -45,6 +45,13 @@ def load_run(save_dir, device='cpu', data_dir=''):
     return args, model
 
 
+def add_run_flags(p, data_help="where the data are (default: the run's --data-dir)"):
+    """The flags every analysis of a run shares: --data-dir, --seed, --no-cuda."""
+    p.add_argument('--data-dir', default='', help=data_help)
+    p.add_argument('--seed', type=int, default=None, help="random seed (default: the run's)")
+    p.add_argument('--no-cuda', action='store_true', help='do not use a GPU even when one is available')
+
+
 def device_from(no_cuda):
     return torch.device('cuda' if torch.cuda.is_available() and not no_cuda else 'cpu')
 
