@@ -1,27 +1,31 @@
-"""CUB caption pipeline (SPEC section 5): tokenise, build the vocabulary, encode.
+"""CUB caption pipeline: tokenise, build the vocabulary, encode.
 
 Captions come one per line, 10 per image, in image order: caption i belongs to
-image i // 10. Each line is tokenised on its own (lowercased, punctuation split
-off as nltk's word tokenizer does), truncated to ``max_len - 1`` tokens, given an
-'<eos>' and padded with '<pad>' to ``max_len`` (32).
+image i // 10. Each line is tokenised on its own by `word_tokenize` (nltk's:
+sentences, then nltk's Treebank-style word tokenizer on each; case kept, as
+released), truncated to ``max_len - 1`` tokens, given an '<eos>' and padded with
+'<pad>' to ``max_len`` (32).
 
-Vocabulary (built from the training captions only): '<exc>' = 0 (unknown word),
-'<pad>' = 1, '<eos>' = 2, then every word seen MORE than ``min_occ`` (3) times,
-in order of first occurrence.
+Vocabulary, as the released CUBSentences builds it: '<exc>' = 0 (unknown word),
+'<pad>' = 1, '<eos>' = 2, then every word seen MORE than ``min_occ`` (3) times
+in the training text, in order of first occurrence, counted over the sentences
+of the whole training file (`raw_sentence_tokens`: nltk's sent_tokenize over
+the file, then word_tokenize on each sentence). So the ids are the released
+ones, and so are the rows of the authors' word-vector file (cub.emb).
 
-Tokenisation, and how it differs from the released code
---------------------------------------------------------
-The released code ran ``nltk.sent_tokenize`` over the whole file and then
-``word_tokenize`` on each "sentence", so a line holding two sentences became
-two captions and a line without a final period could merge with the next one,
-shifting the caption -> image alignment. Here every line is one caption,
-always. Within a line we reproduce what ``word_tokenize`` does: split the
-line into sentences with Punkt, then apply nltk's Treebank-style word
-tokenizer to each sentence (so a sentence-final period becomes its own token,
-while "beak.and" with no space stays one token, exactly as nltk does). The
-English Punkt model (punkt_tab data) is not available offline, so we use an
-untrained ``PunktSentenceTokenizer``: it knows no abbreviations ("e.g." or
-"dr." would end a sentence), which almost never matters for bird captions.
+Sentences: nltk's English Punkt model (``nltk.sent_tokenize``) when its data
+(punkt_tab) are installed; otherwise a data-free splitter, nltk's Punkt
+without trained parameters (it knows no abbreviations). On the real CUB test
+captions both give the same 29,330 sentences, one per line, none across lines
+(tests/test_captions.py checks the data-free one there). `sentence_splitter()`
+says which is used; the caches are keyed by it.
+
+One difference from the released code: the released CUBSentences also made its
+captions (not only the vocabulary) from the whole file's sentences, so a line
+holding two sentences became two captions and a line without a final period
+merged with the next one, shifting the caption -> image alignment. Here every
+line is one caption, always. On the CUB files this changes nothing (every line
+is one sentence).
 """
 import functools
 import hashlib
@@ -39,10 +43,23 @@ SPECIAL_TOKENS = ('<exc>', '<pad>', '<eos>')
 MAX_LEN = 32
 MIN_OCC = 3
 # Bump when tokenisation/encoding changes so that stale caches are rebuilt.
-PIPELINE_VERSION = 2
+PIPELINE_VERSION = 3
 
-_sent_tok = PunktSentenceTokenizer()   # untrained: needs no downloaded data
 _word_tok = NLTKWordTokenizer()        # the tokenizer behind nltk.word_tokenize
+DATA_FREE = 'data-free: nltk Punkt without trained parameters'
+ENGLISH = 'nltk sent_tokenize (English Punkt model)'
+
+
+@functools.lru_cache(maxsize=None)
+def sentence_splitter():
+    """(text -> list of sentences, its name): nltk.sent_tokenize when nltk's English Punkt data are
+    installed, else the data-free Punkt without parameters (the same sentences on CUB captions)."""
+    from nltk.tokenize import sent_tokenize
+    try:
+        sent_tokenize('A bird. It has wings.')
+        return sent_tokenize, ENGLISH
+    except LookupError:  # punkt_tab not installed (nltk.download cannot run offline)
+        return PunktSentenceTokenizer().tokenize, DATA_FREE
 
 
 # Lines made only of letters, spaces, single hyphens and single commas, with at
@@ -51,13 +68,13 @@ _word_tok = NLTKWordTokenizer()        # the tokenizer behind nltk.word_tokenize
 # with ',' and the final '.' split off (checked against nltk on the real
 # captions and on random strings in tests/test_captions.py). Nearly all CUB
 # captions look like this.
-_SIMPLE = re.compile(r'(?:[a-z ]|-(?!-)|,(?!,))*\.?')
-_CONTRACTION = re.compile(r'cannot|gimme|gonna|gotta|lemme|wanna')
+_SIMPLE = re.compile(r'(?:[A-Za-z ]|-(?!-)|,(?!,))*\.?')
+_CONTRACTION = re.compile(r'cannot|gimme|gonna|gotta|lemme|wanna', re.IGNORECASE)
 
 
 def tokenize(line):
-    """One caption line -> list of lowercase tokens (never spans lines)."""
-    return list(_tokenize_cached(line.strip().lower()))
+    """One caption line (or sentence) -> its tokens, case kept: nltk's word_tokenize."""
+    return list(_tokenize_cached(line.strip()))
 
 
 @functools.lru_cache(maxsize=1 << 18)
@@ -68,12 +85,23 @@ def _tokenize_cached(line):
         if line.endswith('.'):
             line = line[:-1] + ' .'
         return tuple(line.replace(',', ' , ').split())
-    return _tokenize_nltk(line)
+    return word_tokenize(line)
 
 
-def _tokenize_nltk(line):
-    """The reference: Punkt sentences, then nltk's word tokenizer on each."""
-    return tuple(t for s in _sent_tok.tokenize(line) for t in _word_tok.tokenize(s))
+def word_tokenize(text):
+    """nltk.word_tokenize: the sentences of `text` (sentence_splitter), then the Treebank-style word
+    tokenizer on each."""
+    split = sentence_splitter()[0]
+    return tuple(t for s in split(text) for t in _word_tok.tokenize(s))
+
+
+def raw_sentence_tokens(path):
+    """The tokens of each sentence of a caption file read whole, as the released code reads the
+    training text for its vocabulary, FastText corpus and SIF counts: sent_tokenize over the file's
+    text, then word_tokenize on each sentence (sentences may cross lines; case kept)."""
+    with open(path, 'r', encoding='utf-8') as f:
+        text = f.read()
+    return [tokenize(s) for s in sentence_splitter()[0](text)]
 
 
 def read_captions(path):
@@ -92,14 +120,19 @@ def read_captions(path):
     return lines
 
 
-def build_vocab(token_lists, min_occ=MIN_OCC):
-    """w2i: specials 0..2, then words seen more than `min_occ` times, first-seen order."""
+def word_counts(token_lists):
+    """word -> number of occurrences, in first-seen order (the released OrderedCounter)."""
     counts = {}
     for toks in token_lists:       # dicts keep insertion order = first-seen order
         for t in toks:
             counts[t] = counts.get(t, 0) + 1
+    return counts
+
+
+def build_vocab(token_lists, min_occ=MIN_OCC):
+    """w2i: specials 0..2, then words seen more than `min_occ` times, first-seen order."""
     w2i = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
-    for w, c in counts.items():
+    for w, c in word_counts(token_lists).items():
         if c > min_occ and w not in w2i:
             w2i[w] = len(w2i)
     return w2i
@@ -150,17 +183,6 @@ def decode_batch(ids, i2w, stop_at_eos=True):
     return [decode(row, i2w, stop_at_eos) for row in ids]
 
 
-def ids_to_tokens(ids, i2w):
-    """(N, L) ids -> list of N token lists (all L tokens, specials included).
-
-    This is the form the released evaluation fed to FastText / the SIF
-    sentence embeddings (see src/report/cca.py).
-    """
-    if torch.is_tensor(ids):
-        ids = ids.tolist()
-    return [[i2w[int(i)] for i in row] for row in ids]
-
-
 # ---------------------------------------------------------------- caching
 
 def _file_digest(path):
@@ -187,9 +209,9 @@ def _atomic_write(path, write_fn):
 
 
 def cache_key(train_txt, test_txt, min_occ=MIN_OCC, max_len=MAX_LEN):
-    """Hash of both files' contents and of the pipeline settings."""
+    """Hash of both files' contents and of the pipeline settings (the sentence splitter included)."""
     parts = [_file_digest(train_txt), _file_digest(test_txt),
-             str(min_occ), str(max_len), str(PIPELINE_VERSION)]
+             str(min_occ), str(max_len), str(PIPELINE_VERSION), sentence_splitter()[1]]
     return hashlib.sha1('|'.join(parts).encode()).hexdigest()
 
 
@@ -197,7 +219,7 @@ def build(train_txt, test_txt, min_occ=MIN_OCC, max_len=MAX_LEN):
     """Uncached pipeline: -> (w2i, train_ids (N_train, max_len), test_ids)."""
     train_toks = [tokenize(s) for s in read_captions(train_txt)]
     test_toks = [tokenize(s) for s in read_captions(test_txt)]
-    w2i = build_vocab(train_toks, min_occ)
+    w2i = build_vocab(raw_sentence_tokens(train_txt), min_occ)  # the released vocabulary
     return w2i, encode(train_toks, w2i, max_len), encode(test_toks, w2i, max_len)
 
 
