@@ -1,12 +1,14 @@
 """cubIS and cubISft end to end on a tiny --offline bird set: one short epoch with
 main.py (run directory, image-plus-caption figures, caption text files), then
-analyse_cub.py on the runs (the four CCA coherence scores, the cached
-embedder/CCA reused by a flag, the untrained baseline). The image features
-here are the offline stand-in (src/data/bird_features.py), which the outputs
-must say."""
+analyse_cub.py on the runs (the four CCA coherence scores, the cached metric
+reused by a flag, the untrained baseline, a folder in the released CCA_emb.zip
+formats, a malicious pickle refused). The image features here are the offline
+stand-in (src/data/bird_features.py), which the outputs must say."""
 import glob
 import json
 import os
+import pickle
+import shutil
 import subprocess
 import sys
 
@@ -15,15 +17,18 @@ import pytest
 import torch
 
 import main as main_module
+from src.data import captions as C
 from src.data import cub
+from src.errors import UserError
 from src.report import analyse_cub
-from src.report import cca as CCA
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = ['--offline', '--epochs', '1', '--batch-size', '40', '--K', '2', '--obj', 'dreg', '--looser',
          '--latent-dim', '8', '--no-analytics', '--learn-prior']
+# image-span: the released eigenproblem without its 2,000-odd directions that carry no variance on 8
+# training birds (the full 2,064-d eig takes minutes; tests/test_cca.py checks both solvers)
 TINY = ['--fasttext-dim', '16', '--fasttext-bucket', '2000', '--cca-dim', '6', '--joint-samples', '6',
-        '--max-items', '6']
+        '--batch-size', '10', '--cca', 'image-span']
 
 
 @pytest.fixture(scope='module')
@@ -75,22 +80,22 @@ def test_training_run_and_figures(runs, model):
     recon = lines_of(os.path.join(run, 'figures', 'recon_001.txt'))
     names = ('cubI', 'cubS') if model == 'cubIS' else ('cubIft', 'cubSft')
     # the two panels with a caption decoder, 8 [DATA]/[RECON] pairs each
-    assert [l for l in recon if l.startswith('==')] == [f'== {names[0]} -> {names[1]} ==',
+    assert [ln for ln in recon if ln.startswith('==')] == [f'== {names[0]} -> {names[1]} ==',
                                                          f'== {names[1]} -> {names[1]} ==']
-    data = [l for l in recon if l.startswith('[DATA]')]
-    rec = [l for l in recon if l.startswith('[RECON]')]
+    data = [ln for ln in recon if ln.startswith('[DATA]')]
+    rec = [ln for ln in recon if ln.startswith('[RECON]')]
     assert len(data) == len(rec) == 16
-    assert all('<pad>' not in l and '<eos>' not in l for l in recon)
+    assert all('<pad>' not in ln and '<eos>' not in ln for ln in recon)
     # [DATA] lines are test captions (decoded, up to '<eos>'), the same 8 in both panels
     i2w = cub.vocab(argparse_ns(saved))
     test_ids = cub.caption_data(argparse_ns(saved))[2]
     from src.data.captions import decode
     captions = {decode(ids, i2w) for ids in test_ids}
-    shown = [l.split('==> ', 1)[1] for l in data]
+    shown = [ln.split('==> ', 1)[1] for ln in data]
     assert set(shown) <= captions and shown[:8] == shown[8:]
-    assert [l.split(' ', 1)[0] for l in recon if l.startswith('[')] == ['[DATA]', '[RECON]'] * 16
+    assert [ln.split(' ', 1)[0] for ln in recon if ln.startswith('[')] == ['[DATA]', '[RECON]'] * 16
     gen = lines_of(os.path.join(run, 'figures', 'gen_001.txt'))
-    assert len(gen) == 64 and all(l.startswith('[GEN]   ==> ') for l in gen)
+    assert len(gen) == 64 and all(ln.startswith('[GEN]   ==> ') for ln in gen)
     from PIL import Image
     w, h = Image.open(os.path.join(run, 'figures', 'recon_001.png')).size
     assert w > 1000 and h > 300
@@ -110,13 +115,17 @@ def test_analyse_cubIS(runs):
     s = out['scores']
     assert set(s) == {'ground_truth', 'image_to_caption', 'caption_to_image', 'joint'}
     assert all(-1 <= v['score'] <= 1 and -1 <= v['shuffled'] <= 1 for v in s.values())
-    assert s['ground_truth']['n'] == 30 and s['image_to_caption']['n'] == 6 and s['joint']['n'] == 6
+    assert s['ground_truth']['n'] == s['image_to_caption']['n'] == 30 and s['joint']['n'] == 6  # 3 batches of 10
     assert out['stand_in_image_features'] and 'stand-in' in out['image_features']
     assert out['offline_data'] and not out['reused_embeddings'] and not out['untrained_model']
+    assert out['artefacts'] == {k: 'computed' for k in ('word_vectors', 'sif_weights', 'first_component', 'cca')}
+    assert out['settings']['cca'] == 'image-span' and out['settings']['sif_a'] == 1e-3
+    assert out['settings']['sentence_splitter'] and out['cca_degenerate_directions'] <= 1
     saved = json.load(open(os.path.join(runs['cubIS'], 'analyse_cub.json')))
     assert saved['scores'] == s
     log = open(os.path.join(runs['cubIS'], 'analyse_cub.log')).read()
-    assert 'offline stand-in image features' in log and 'ground truth' in log and 'joint generation (6 prior samples)' in log
+    assert 'offline stand-in image features' in log and 'ground truth' in log
+    assert 'joint generation (6 prior samples)' in log
 
 
 def test_analyse_cubISft_reuse_and_untrained(runs, data_dir):
@@ -129,7 +138,7 @@ def test_analyse_cubISft_reuse_and_untrained(runs, data_dir):
     again = analyse(run, '--reuse-embeddings')
     assert again['reused_embeddings'] and os.path.getmtime(cache) == mtime
     assert again['scores']['ground_truth'] == pytest.approx(first['scores']['ground_truth'], abs=1e-9)
-    assert 'reusing the FastText/SIF embedder' in open(os.path.join(run, 'analyse_cub.log')).read()
+    assert 'reusing the word vectors, SIF weights' in open(os.path.join(run, 'analyse_cub.log')).read()
     # other settings are another cache entry: not reused
     other = analyse(run, '--reuse-embeddings', '--sif-a', '0.01')
     assert not other['reused_embeddings'] and other['cache'] != cache
@@ -152,16 +161,111 @@ def test_analyse_script_forms_and_errors(runs, tmp_path):
     assert bad.returncode == 2 and '--cca-dim 50 exceeds' in bad.stderr
 
 
-def test_cca_in_the_span_of_few_images_equals_full_cca():
-    """fit_cca_repeated (fewer images than feature dimensions) = fit_cca on the repeated rows."""
-    rng = np.random.default_rng(0)
-    F = rng.normal(size=(30, 120))
-    image_of = np.repeat(np.arange(30), 10)
-    Y = F[image_of][:, :12] @ rng.normal(size=(12, 12)) * 0.3 + rng.normal(size=(300, 12))
-    full = CCA.fit_cca(F[image_of], Y, k=6)
-    small = analyse_cub.fit_cca_repeated(F, image_of, Y, 6)
-    assert np.allclose(small.corrs, full.corrs, rtol=1e-5)
-    Ft, Yt = rng.normal(size=(40, 120)), rng.normal(size=(40, 12))
-    for a, b in zip(CCA.cca_project(small, Ft, Yt), CCA.cca_project(full, Ft, Yt)):
-        assert np.allclose(a, b, atol=1e-4 * np.abs(b).max())
-    assert CCA.cca_score(small, Ft, Yt)[0] == pytest.approx(CCA.cca_score(full, Ft, Yt)[0], abs=1e-6)
+def released_vocab(path, min_occ=3):
+    """The released CUBSentences vocabulary, rebuilt with nltk's own functions: the file's sentences
+    (nltk's Punkt; no trained parameters here), word_tokenize on each, words seen more than 3 times in
+    first-seen order after '<exc>', '<pad>', '<eos>'."""
+    from nltk.tokenize import NLTKWordTokenizer
+    from nltk.tokenize.punkt import PunktSentenceTokenizer
+    split, words = PunktSentenceTokenizer().tokenize, NLTKWordTokenizer().tokenize
+    counts = {}
+    for sentence in split(open(path, encoding='utf-8').read()):
+        for w in (t for s in split(sentence) for t in words(s)):
+            counts[w] = counts.get(w, 0) + 1
+    return ['<exc>', '<pad>', '<eos>'] + [w for w, c in counts.items() if c > min_occ]
+
+
+def test_vocabulary_is_the_released_one(data_dir):
+    """cub.emb rows follow the released vocabulary: ours must be the same words in the same order."""
+    a = argparse_ns({'flags': {'data_dir': data_dir, 'offline': True}})
+    assert cub.vocab(a) == released_vocab(os.path.join(data_dir, 'cub_offline', 'text_trainvalclasses.txt'))
+
+
+class Malicious:
+    def __reduce__(self):
+        return (os.system, ('touch pwned_by_pickle',))
+
+
+def write_released_folder(folder, run, state, counts=None):
+    """The computed metric written in the formats of CCA_emb.zip: plain pickles of numpy arrays (cub.emb,
+    cub.weights or the word counter cub.all) and of a torch tensor (cub.pc); torch.save in the old format
+    for the CCA files, which go to the run folder as the released README says."""
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, 'cub.emb'), 'wb') as f:
+        pickle.dump(state['word_vectors'].numpy().astype(np.float32), f)
+    with open(os.path.join(folder, 'cub.all' if counts else 'cub.weights'), 'wb') as f:
+        pickle.dump(counts or state['sif_weights'].numpy(), f)
+    with open(os.path.join(folder, 'cub.pc'), 'wb') as f:
+        pickle.dump(state['first_component'].float(), f)
+    for name, key in (('images_mean', 'mean_x'), ('emb_mean', 'mean_y'), ('im_proj', 'wx'), ('emb_proj', 'wy')):
+        torch.save(state[f'cca_{key}'].float(), os.path.join(run, f'{name}.pt'), _use_new_zipfile_serialization=False)
+
+
+def ordered_counter(counts):
+    """A word counter pickled as the released datasets.py pickles cub.all (its OrderedCounter class)."""
+    import collections
+    import types
+    mod = types.ModuleType('datasets')
+
+    class OrderedCounter(collections.Counter, collections.OrderedDict):
+        def __reduce__(self):
+            return self.__class__, (collections.OrderedDict(self),)
+    OrderedCounter.__module__, OrderedCounter.__qualname__ = 'datasets', 'OrderedCounter'
+    mod.OrderedCounter = OrderedCounter
+    sys.modules['datasets'] = mod
+    try:
+        return pickle.dumps(OrderedCounter(counts))
+    finally:
+        del sys.modules['datasets']
+
+
+def test_cca_emb_folder_in_the_released_formats(runs, data_dir, tmp_path):
+    run = str(tmp_path / 'run')
+    shutil.copytree(runs['cubISft'], run)
+    first = analyse(run)
+    state = torch.load(first['cache'])
+    folder = str(tmp_path / 'CCA_emb')
+    write_released_folder(folder, run, state)
+    loaded = analyse(run, '--cca-emb', folder)
+    assert loaded['artefacts']['word_vectors'] == f"loaded from {os.path.join(folder, 'cub.emb')}"
+    assert loaded['artefacts']['sif_weights'].endswith('cub.weights') and 'im_proj.pt' in loaded['artefacts']['cca']
+    assert loaded['cache'] is None and loaded['cca_emb'] == folder
+    # the same metric (float32 files): the same ground truth
+    assert loaded['scores']['ground_truth']['score'] == pytest.approx(first['scores']['ground_truth']['score'],
+                                                                     abs=1e-4)
+    # cub.all as the released word counter: the weights are computed from it (here: our own counts)
+    counts = C.word_counts(C.raw_sentence_tokens(os.path.join(data_dir, 'cub_offline', 'text_trainvalclasses.txt')))
+    os.remove(os.path.join(folder, 'cub.weights'))
+    with open(os.path.join(folder, 'cub.all'), 'wb') as f:
+        f.write(ordered_counter(counts))
+    again = analyse(run, '--cca-emb', folder)
+    assert again['artefacts']['sif_weights'] == 'computed from the word counts in cub.all'
+    assert again['scores']['ground_truth']['score'] == pytest.approx(loaded['scores']['ground_truth']['score'],
+                                                                    abs=1e-4)
+    # a pickle that would run code is refused, and nothing runs
+    good = open(os.path.join(folder, 'cub.emb'), 'rb').read()
+    for name in ('cub.emb', 'cub.all'):
+        with open(os.path.join(folder, name), 'wb') as f:
+            pickle.dump(Malicious(), f)
+        with pytest.raises(UserError, match=f'{name} .*was not read'):
+            analyse(run, '--cca-emb', folder)
+        with open(os.path.join(folder, 'cub.emb'), 'wb') as f:
+            f.write(good)
+    assert not os.path.exists('pwned_by_pickle') and not os.path.exists(os.path.join(ROOT, 'pwned_by_pickle'))
+
+
+def test_cca_emb_folder_errors(runs, tmp_path):
+    run = str(tmp_path / 'run')
+    shutil.copytree(runs['cubISft'], run)
+    folder = str(tmp_path / 'CCA_emb')
+    with pytest.raises(UserError, match='no such folder'):
+        analyse(run, '--cca-emb', folder)
+    os.makedirs(folder)
+    with open(os.path.join(folder, 'cub.emb'), 'wb') as f:
+        pickle.dump(np.zeros((5, 16), np.float32), f)   # not this vocabulary
+    with pytest.raises(UserError, match=r'cub.emb has shape \(5, 16\)'):
+        analyse(run, '--cca-emb', folder)
+    os.remove(os.path.join(folder, 'cub.emb'))
+    torch.save(torch.zeros(2048), os.path.join(run, 'images_mean.pt'))
+    with pytest.raises(UserError, match='the CCA files come together'):
+        analyse(run, '--cca-emb', folder)

@@ -1,8 +1,10 @@
-"""Tests for sentence embeddings and CCA (src/report/cca.py, SPEC section 6)."""
+"""CCA of the CUB coherence metric (src/report/cca.py): the released solver (unit-norm stacked
+eigenvectors of A w = lambda B w), its image-span variant, the unit-variance variant, the cosine score;
+against independent computations (whitening + SVD, numpy by hand)."""
 
 import numpy as np
 import pytest
-
+import torch
 
 from src.report import cca as R
 
@@ -45,11 +47,105 @@ def views():
     return planted_views()
 
 
+def stacked_reference(X, Y, k):
+    """The released eigenvectors by another route: the canonical directions from whitening + SVD,
+    each pair [wx; wy] scaled to unit Euclidean norm (the sign is free)."""
+    s, wx, wy = reference_cca(X, Y, k, 0.0)
+    w = np.concatenate([wx, wy])
+    return s, w / np.linalg.norm(w, axis=0)
+
+
+def test_covariances_of_repeated_rows():
+    rng = np.random.default_rng(0)
+    F = rng.normal(size=(7, 5))
+    image_of = np.array([0, 0, 1, 2, 2, 2, 4, 5, 6, 6, 0])   # image 3 has no caption
+    Y = rng.normal(size=(11, 3))
+    mx, my, Cxx, Cyy, Cxy = R.covariances(F, Y, image_of)
+    C = np.cov(np.concatenate([F[image_of], Y], 1).T)        # numpy, on the repeated rows
+    np.testing.assert_allclose(mx, F[image_of].mean(0))
+    np.testing.assert_allclose(Cxx, C[:5, :5], atol=1e-12)
+    np.testing.assert_allclose(Cyy, C[5:, 5:], atol=1e-12)
+    np.testing.assert_allclose(Cxy, C[:5, 5:], atol=1e-12)
+
+
+def test_released_cca_unit_norm_stacked_eigenvectors(views):
+    X, Y = views
+    k = 6
+    c = R.fit_released(X, Y, k=k)
+    assert c.wx.shape == (12, k) and c.wy.shape == (9, k) and np.isrealobj(c.wx)
+    w = np.concatenate([c.wx, c.wy])
+    np.testing.assert_allclose(np.linalg.norm(w, axis=0), 1, atol=1e-10)        # unit Euclidean norm
+    s, ref = stacked_reference(X, Y, k)
+    np.testing.assert_allclose(c.corrs, s, atol=1e-8)                           # eigenvalues = correlations
+    np.testing.assert_allclose(w * np.sign((w * ref).sum(0)), ref, atol=1e-6)   # same vectors, up to sign
+    # they solve A w = lambda B w with 1e-12 on both diagonals
+    mx, my, Cxx, Cyy, Cxy = R.covariances(X, Y)
+    A = np.block([[np.zeros((12, 12)), Cxy], [Cxy.T, np.zeros((9, 9))]]) + 1e-12 * np.eye(21)
+    B = np.block([[Cxx, np.zeros((12, 9))], [np.zeros((9, 12)), Cyy]]) + 1e-12 * np.eye(21)
+    np.testing.assert_allclose(A @ w, B @ w * c.corrs, atol=1e-8 * np.abs(B).max())
+    # so the projections are NOT unit-variance: each component is scaled by its vector's norm
+    px, _ = R.cca_project(c, X, None)
+    assert not np.allclose(px.std(0, ddof=1), 1, atol=0.05)
+
+
+def test_released_score_by_hand(views):
+    X, Y = views
+    n = len(X) // 2
+    c = R.fit_released(X[:n], Y[:n], k=4)
+    mean, sims = R.cca_score(c, X[n:], Y[n:])
+    px = (X[n:] - X[:n].mean(0)) @ c.wx                 # centred with the TRAINING means
+    py = (Y[n:] - Y[:n].mean(0)) @ c.wy
+    by_hand = (px * py).sum(1) / np.linalg.norm(px, axis=1) / np.linalg.norm(py, axis=1)
+    np.testing.assert_allclose(sims, by_hand, atol=1e-12)
+    assert mean == pytest.approx(by_hand.mean()) and mean > 0.5
+    shuffled = R.cca_score(c, X[n:], Y[n:][np.random.default_rng(1).permutation(len(X) - n)])[0]
+    assert abs(shuffled) < 0.03
+    # the component scales matter: unit-variance directions (the earlier metric) score otherwise
+    other = R.cca_score(R.fit_unit_variance(X[:n], Y[:n], k=4, reg=0.0), X[n:], Y[n:])[0]
+    assert abs(other - mean) > 0.01
+
+
+def test_image_span_leaves_out_directions_without_variance(views):
+    X, Y = views
+    full = R.fit_released(X, Y, k=5)
+    same = R.fit_released(X, Y, k=5, image_span=True)      # X spans all 12 dimensions: the released problem
+    np.testing.assert_allclose(same.corrs, full.corrs, atol=1e-8)
+    sign = np.sign((same.wx * full.wx).sum(0))
+    np.testing.assert_allclose(same.wx * sign, full.wx, atol=1e-6)
+    np.testing.assert_allclose(same.wy * sign, full.wy, atol=1e-6)
+    # 40 images of 60-d features (fewer images than dimensions), 10 captions each
+    rng = np.random.default_rng(3)
+    F = rng.normal(size=(40, 60))
+    image_of = np.repeat(np.arange(40), 10)
+    Yr = F[image_of][:, :5] @ rng.normal(size=(5, 6)) + rng.normal(size=(400, 6))
+    released = R.fit_released(F, Yr, k=3, image_of=image_of)
+    assert R.degenerate(released.corrs) == 3                # eigenvalue 1 (or inf) directions first
+    px = (F[image_of] - released.mean_x) @ released.wx
+    np.testing.assert_allclose(px, 0, atol=1e-6)            # they carry no training variance
+    spanned = R.fit_released(F, Yr, k=3, image_of=image_of, image_span=True)
+    assert R.degenerate(spanned.corrs) == 0
+    Q = np.linalg.svd(F - F.mean(0), full_matrices=False)[2][:39].T   # the 39-d span of the centred images
+    s, ref = stacked_reference(F[image_of] @ Q, Yr, 3)
+    np.testing.assert_allclose(spanned.corrs, s, atol=1e-6)
+    w = np.concatenate([Q.T @ spanned.wx, spanned.wy])
+    np.testing.assert_allclose(w * np.sign((w * ref).sum(0)), ref, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(np.concatenate([spanned.wx, spanned.wy]), axis=0), 1, atol=1e-10)
+
+
+def test_cca_accepts_float32_and_torch(views):
+    X, Y = views
+    c64 = R.fit_released(X, Y, k=3)
+    c32 = R.fit_released(torch.from_numpy(X.astype(np.float32)), Y.astype(np.float32), k=3)
+    np.testing.assert_allclose(c32.corrs, c64.corrs, atol=1e-5)
+    px, py = R.cca_project(c32, None, Y)
+    assert px is None and py.shape == (len(Y), 3)
+
+
 @pytest.mark.parametrize('reg', [0.0, 1e-3])
-def test_cca_matches_whitening_svd(views, reg):
+def test_unit_variance_matches_whitening_svd(views, reg):
     X, Y = views
     k = 7
-    c = R.fit_cca(X, Y, k=k, reg=reg)
+    c = R.fit_unit_variance(X, Y, k=k, reg=reg)
     s, wx, wy = reference_cca(X, Y, k, reg)
     assert np.isrealobj(c.corrs) and np.isrealobj(c.wx) and np.isrealobj(c.wy)
     assert c.wx.shape == (12, k) and c.wy.shape == (9, k) and c.corrs.shape == (k,)
@@ -61,9 +157,9 @@ def test_cca_matches_whitening_svd(views, reg):
     np.testing.assert_allclose(c.wy, wy * sign, atol=1e-6 * np.abs(wy).max())
 
 
-def test_planted_correlations_recovered(views):
+def test_unit_variance_planted_correlations_recovered(views):
     X, Y = views
-    c = R.fit_cca(X, Y, k=7, reg=0.0)
+    c = R.fit_unit_variance(X, Y, k=7, reg=0.0)
     np.testing.assert_allclose(c.corrs[:5], RHO, atol=0.02)
     assert np.all(c.corrs[5:] < 0.05)                     # nothing else is shared
     # the projected training views: unit variance, uncorrelated components,
@@ -75,118 +171,19 @@ def test_planted_correlations_recovered(views):
     np.testing.assert_allclose(px.mean(0), 0, atol=1e-8)  # centred by training means
 
 
-def test_ridge_shrinks_correlations_and_handles_rank_deficiency(views):
+def test_unit_variance_ridge_and_rank_deficiency(views):
     X, Y = views
-    c0 = R.fit_cca(X, Y, k=5, reg=0.0)
-    c1 = R.fit_cca(X, Y, k=5, reg=0.1)
+    c0 = R.fit_unit_variance(X, Y, k=5, reg=0.0)
+    c1 = R.fit_unit_variance(X, Y, k=5, reg=0.1)
     assert np.all(c1.corrs < c0.corrs)
     # a rank-deficient view (as after removing the first pc) needs the ridge
     Yd = np.concatenate([Y, Y[:, :1] + Y[:, 1:2]], 1)
-    c = R.fit_cca(X, Yd, k=5, reg=1e-6)
+    c = R.fit_unit_variance(X, Yd, k=5, reg=1e-6)
     assert np.all(np.isfinite(c.wy))
     np.testing.assert_allclose(c.corrs, c0.corrs, atol=1e-4)
     with pytest.raises(ValueError):
-        R.fit_cca(X, Y, k=10)                             # k > min(dx, dy)
+        R.fit_unit_variance(X, Y, k=10)                             # k > min(dx, dy)
     with pytest.raises(ValueError):
-        R.fit_cca(X, Y[:-1], k=3)
-
-
-def test_cosine_score_matched_vs_shuffled(views):
-    X, Y = views
-    n = len(X) // 2
-    c = R.fit_cca(X[:n], Y[:n], k=5)                      # fit on train, score held-out
-    mean, sims = R.cca_score(c, X[n:], Y[n:])
-    assert sims.shape == (len(X) - n,) and np.all(np.abs(sims) <= 1 + 1e-12)
-    assert mean == pytest.approx(sims.mean())
-    assert mean > 0.5
-    perm = np.random.default_rng(1).permutation(len(X) - n)
-    shuffled, _ = R.cca_score(c, X[n:], Y[n:][perm])
-    assert abs(shuffled) < 0.03
-    # CCA is affine invariant: re-mixing a view leaves the score unchanged
-    M = np.random.default_rng(2).standard_normal((12, 12))
-    c2 = R.fit_cca(X[:n] @ M + 3, Y[:n], k=5, reg=0.0)
-    c0 = R.fit_cca(X[:n], Y[:n], k=5, reg=0.0)
-    assert R.cca_score(c2, X[n:] @ M + 3, Y[n:])[0] == pytest.approx(
-        R.cca_score(c0, X[n:], Y[n:])[0], abs=1e-6)
-
-
-def test_cca_accepts_float32_and_torch(views):
-    torch = pytest.importorskip('torch')
-    X, Y = views
-    c64 = R.fit_cca(X, Y, k=3)
-    c32 = R.fit_cca(torch.from_numpy(X.astype(np.float32)), Y.astype(np.float32), k=3)
-    np.testing.assert_allclose(c32.corrs, c64.corrs, atol=1e-5)
-    px, py = R.cca_project(c32, None, Y)
-    assert px is None and py.shape == (len(Y), 3)
-
-
-# ---------------------------------------------------------------- SIF / pc
-
-def test_sif_weights_by_hand():
-    toks = [['a', 'b', '<eos>', '<pad>', '<pad>'], ['a', '<eos>', 'b', 'b']]
-    # counted up to and including the first '<eos>': a 2, b 1, <eos> 2 (total 5)
-    w = R.sif_weights(toks, a=0.1)
-    assert set(w) == {'a', 'b', '<eos>'}
-    assert w['a'] == pytest.approx(0.1 / (0.1 + 2 / 5))
-    assert w['b'] == pytest.approx(0.1 / (0.1 + 1 / 5))
-    assert w['<eos>'] == pytest.approx(0.1 / (0.1 + 2 / 5))
-    w = R.sif_weights(toks, a=0.1, include_eos=False)     # a 2, b 1 (total 3)
-    assert set(w) == {'a', 'b'} and w['b'] == pytest.approx(0.1 / (0.1 + 1 / 3))
-
-
-def test_sentence_embeddings_by_hand():
-    vecs = {'a': np.array([1.0, 0.0]), 'b': np.array([0.0, 2.0]),
-            '<eos>': np.array([1.0, 1.0]), '<pad>': np.array([9.0, 9.0])}
-    weights = {'a': 0.5, 'b': 0.25, '<eos>': 0.1}
-    toks = [['a', 'b', '<eos>', '<pad>'], ['b', 'b', 'a'], ['<eos>', 'a']]
-    emb = R.sentence_embeddings(toks, vecs, weights)
-    np.testing.assert_allclose(emb[0], (0.5 * vecs['a'] + 0.25 * vecs['b'] + 0.1 * vecs['<eos>']) / 3)
-    np.testing.assert_allclose(emb[1], (2 * 0.25 * vecs['b'] + 0.5 * vecs['a']) / 3)   # no eos: all
-    np.testing.assert_allclose(emb[2], 0.1 * vecs['<eos>'])
-    emb = R.sentence_embeddings(toks, vecs, weights, include_eos=False)
-    np.testing.assert_allclose(emb[0], (0.5 * vecs['a'] + 0.25 * vecs['b']) / 2)
-    np.testing.assert_allclose(emb[2], 0.0)                # empty caption -> zeros
-    # unseen words get weight 1 (p(w) = 0)
-    np.testing.assert_allclose(R.sentence_embeddings([['<pad>']], vecs, weights)[0], vecs['<pad>'])
-
-
-def test_remove_first_pc_by_hand():
-    emb = np.array([[2.0, 0.0], [-3.0, 0.0], [0.0, 1.0]])  # X'X = diag(13, 1): pc = +-e1
-    out, pc = R.remove_first_pc(emb)
-    np.testing.assert_allclose(np.abs(pc), [1.0, 0.0], atol=1e-12)
-    np.testing.assert_allclose(out, [[0, 0], [0, 0], [0, 1]], atol=1e-12)
-    # the training pc is reused (and normalised) for other embeddings
-    out2, pc2 = R.remove_first_pc(np.array([[5.0, 7.0]]), pc=2 * pc)
-    np.testing.assert_allclose(out2, [[0.0, 7.0]], atol=1e-12)
-    np.testing.assert_allclose(pc2, pc)
-    # uncentred: a dominant common offset is what gets removed
-    rng = np.random.default_rng(0)
-    e = rng.normal(0, 0.1, (200, 4)) + np.array([3.0, 0, 0, 4.0])
-    out, pc = R.remove_first_pc(e)
-    np.testing.assert_allclose(np.abs(pc), [0.6, 0, 0, 0.8], atol=0.01)
-    np.testing.assert_allclose(out @ pc, 0, atol=1e-12)
-
-
-# ---------------------------------------------------------------- FastText
-
-CORPUS = [s.split() + ['<eos>', '<pad>'] for s in [
-    'this bird has a red crown and white belly',
-    'a small bird with blue wings and a long black beak',
-    'the bird has a short tail and yellow breast',
-    'this bird is mostly brown with white wingbars',
-] * 6]
-
-
-def test_fasttext_plumbing():
-    m1 = R.train_fasttext(CORPUS, vector_size=16, min_count=3, epochs=3, bucket=1000)
-    m2 = R.train_fasttext(CORPUS, vector_size=16, min_count=3, epochs=3, bucket=1000)
-    assert m1.wv.vector_size == 16 and m1.epochs == 3 and m1.window == 3
-    assert 'crown' in m1.wv.key_to_index and '<eos>' in m1.wv.key_to_index
-    np.testing.assert_array_equal(m1.wv['crown'], m2.wv['crown'])   # deterministic
-    assert np.any(m1.wv['crimson'] != 0)                   # OOV word via char n-grams
-    emb = R.SentenceEmbedder.fit(CORPUS, vector_size=16, epochs=3, bucket=1000)
-    out = emb(CORPUS[:5] + [['an', 'unseen', 'caption', '<eos>']])
-    assert out.shape == (6, 16) and np.all(np.isfinite(out))
-    np.testing.assert_allclose(out @ emb.pc, 0, atol=1e-10)  # training pc removed
-    # the same caption always embeds the same way
-    np.testing.assert_allclose(out[0], emb([CORPUS[0]])[0])
+        R.fit_unit_variance(X, Y[:-1], k=3)
+    with pytest.raises(ValueError):
+        R.fit_released(X, Y, k=10)
