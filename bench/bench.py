@@ -1,4 +1,4 @@
-"""Speed benchmark: training steps, batch assembly and evaluation (issues 2 and 7).
+"""Speed benchmark: training steps, batch assembly and evaluation.
 
 Run from the repository root. main.py's flags choose one configuration;
 without any, the default set below is run (each configuration in its own
@@ -48,14 +48,14 @@ import types
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from src.cli import build_parser, explicit_flags, validate
-from src.data import BatchLoader, load_data
-from src.errors import UserError
-from src.models import MODELS
-from src.models import svhn
 from src import objectives
-from src.objectives import chunk_size, eval_objective, get_objective
-from src.train import amp_objective, compile_networks, is_multimodal
+from src.cli import build_parser, explicit_flags, validate
+from src.data import BatchLoader
+from src.distributed import default_device
+from src.errors import UserError
+from src.models import MODELS, svhn
+from src.objectives import chunk_size
+from src.train import build_optimizer, compile_networks, setup_training, training_numerics
 
 PAPER = ['--model', 'mnist_svhn', '--learn-prior', '--batch-size', '128']
 DEFAULT_CONFIGS = [
@@ -78,7 +78,8 @@ def bench_parser():
                    help='also time the released computation (SVHN decoder, likelihood term), alternating with '
                         'the optimised one')
     g.add_argument('--assembly-batches', type=int, default=200, help='batches timed for batch assembly')
-    g.add_argument('--test-batches', type=int, default=4, help='test batches timed for the per-epoch test pass (0: skip)')
+    g.add_argument('--test-batches', type=int, default=4,
+                   help='test batches timed for the per-epoch test pass (0: skip)')
     g.add_argument('--eval-K', type=int, default=1000, help='K of the log-likelihood evaluation')
     g.add_argument('--eval-items', type=int, default=32, help='test items of the K = eval-K evaluation (0: skip)')
     g.add_argument('--json', default='', help='also write the results to this JSON file')
@@ -163,16 +164,15 @@ def cycle(loader):
 def run_one(args, label):
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device('cuda' if torch.cuda.is_available() and not args.no_cuda else 'cpu')
-    torch.distributions.Distribution.set_default_validate_args(False)  # as train.run does
-    if device.type == 'cuda':  # as train.run does
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cudnn.benchmark = True
-    torch.manual_seed(args.seed)
-    model = MODELS[args.model](args).to(device)
-    multimodal = is_multimodal(model)
-    train_data = load_data(model.dataset, args, 'train').to(device)
-    test_data = load_data(model.dataset, args, 'test').to(device)
+    device = default_device(args.no_cuda)
+    with training_numerics(device):
+        return measure(args, label, device)
+
+
+def measure(args, label, device):
+    run = setup_training(args, device)  # as main.py: seed, model, data, objectives, optimiser
+    model, train_data, test_data = run['model'], run['train_data'], run['test_data']
+    multimodal = model.multimodal
     B = args.batch_size
     res = {'label': label, 'device': str(device), 'device_name': device_name(device),
            'threads': torch.get_num_threads(), 'data': train_data.source, 'batch_size': B,
@@ -194,20 +194,15 @@ def run_one(args, label):
     res['assembly_ms'] = 1e3 * statistics.median(times)
 
     # training steps
-    objective = get_objective(args.obj, multimodal, args.looser, args.dreg_estimator == 'true')
-    models = {'optimised': model}
+    objective, test_obj = run['objective'], run['test_objective']
+    models, opts = {'optimised': model}, {'optimised': run['optimizer']}
     if args.released:
         ref = MODELS[args.model](args).to(device)
         ref.load_state_dict(model.state_dict())
         use_released_decoders(ref)
-        models['released'] = ref
-    if args.amp:
-        objective = amp_objective(objective, device)
-    if args.compile:
-        for m in models.values():
-            compile_networks(m)
-    opts = {k: torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=1e-3, amsgrad=True)
-            for k, m in models.items()}
+        if args.compile:
+            compile_networks(ref)
+        models['released'], opts['released'] = ref, build_optimizer(args, ref)
 
     def step(name, x):
         m, opt = models[name], opts[name]
@@ -271,7 +266,6 @@ def run_one(args, label):
     res['peak_fraction'] = res['flops_per_s'] / res['matmul_peak_flops']
 
     # evaluation: per-epoch test pass (training K) and K = eval-K log-likelihoods, float32, no gradients
-    test_obj = eval_objective(multimodal)
     model.eval()
     with torch.no_grad():
         if args.test_batches:

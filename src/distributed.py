@@ -45,15 +45,23 @@ def world():
     return int(os.environ.get('RANK', 0)), int(os.environ.get('WORLD_SIZE', 1)), int(os.environ.get('LOCAL_RANK', 0))
 
 
+def default_device(no_cuda=False, local_rank=None):
+    """The device everything runs on: this process's GPU when there is one (and --no-cuda is not given),
+    else the CPU. Training, the analyses, the data caches and the benchmark all choose it here."""
+    if not torch.cuda.is_available() or no_cuda:
+        return torch.device('cpu')
+    return torch.device('cuda' if local_rank is None else f'cuda:{local_rank}')
+
+
 def setup(no_cuda=False):
     """Join the process group if torchrun started us; returns (rank, world size, device)."""
     rank, size, local = world()
-    cuda = torch.cuda.is_available() and not no_cuda
     if size == 1:
-        return 0, 1, torch.device('cuda' if cuda else 'cpu')
+        return 0, 1, default_device(no_cuda)
+    device = default_device(no_cuda, local)
+    cuda = device.type == 'cuda'
     if cuda:
         torch.cuda.set_device(local)
-    device = torch.device(f'cuda:{local}' if cuda else 'cpu')
     if not dist.is_initialized():
         dist.init_process_group('nccl' if cuda else 'gloo', timeout=timedelta(minutes=30),
                                 **({'device_id': device} if cuda else {}))
@@ -176,7 +184,7 @@ def _sharded(cls):
             pad = [(torch.zeros if k == 'loc' else torch.ones) for k in ('loc', 'scale')]
             full = cls(*[torch.cat([f(offset, *p.shape[1:], dtype=p.dtype, device=p.device), p,
                                     f(total - offset - n, *p.shape[1:], dtype=p.dtype, device=p.device)])
-                         for f, p in zip(pad, (self.loc, self.scale))])
+                         for f, p in zip(pad, (self.loc, self.scale), strict=True)])
             return full.rsample(sample_shape).narrow(len(sample_shape), offset, n)
 
         _sharded_classes[cls] = type(cls.__name__, (cls,), {'rsample': rsample, '__module__': __name__})

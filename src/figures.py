@@ -16,6 +16,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torchvision.utils import make_grid, save_image  # noqa: E402
 
+from .files import atomic_write, save_figure, save_text  # noqa: E402
+
 N_RECON = 8
 N_GEN = 64
 
@@ -31,20 +33,25 @@ def to_display(x, size=None, channels=3):
     return x
 
 
+def save_grid(x, path, nrow):
+    """A batch of images (N, C, H, W) in [0, 1] as one PNG grid (torchvision's save_image, atomic)."""
+    atomic_write(path, lambda f: save_image(x, f, nrow=nrow, format='png'))
+
+
 def save_generations(samples, names, path_fmt):
     """One 8 x 8 grid per modality: path_fmt.format(name=...)."""
     paths = []
-    for x, name in zip(samples, names):
+    for x, name in zip(samples, names, strict=True):
         path = path_fmt.format(name=name)
-        save_image(to_display(x[:N_GEN], channels=x.shape[1]), path, nrow=8)
+        save_grid(to_display(x[:N_GEN], channels=x.shape[1]), path, nrow=8)
         paths.append(path)
     return paths
 
 
 def save_reconstruction(x, recon, path):
     """Unimodal: 8 inputs above their reconstructions."""
-    save_image(torch.cat([to_display(x[:N_RECON], channels=x.shape[1]),
-                          to_display(recon[:N_RECON], channels=x.shape[1])]), path, nrow=N_RECON)
+    save_grid(torch.cat([to_display(x[:N_RECON], channels=x.shape[1]),
+                         to_display(recon[:N_RECON], channels=x.shape[1])]), path, nrow=N_RECON)
 
 
 def save_cross_reconstruction(xs, recons, names, path):
@@ -62,8 +69,7 @@ def save_cross_reconstruction(xs, recons, names, path):
             ax.set_title(f'{names[e]} -> {names[d]}', fontsize=9)
             ax.axis('off')
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 # ---------------------------------------------------------------- CUB: captions and image features
@@ -123,8 +129,7 @@ def save_cells(rows, path, row_labels=None, title=None):
     ncol = max(len(r) for r in rows)
     fig = plt.figure(figsize=(1.15 * ncol, sum(0.95 if isinstance(r[0], str) else 1.15 for r in rows) + 0.3))
     _draw_cells(fig, rows, row_labels, title)
-    fig.savefig(path, dpi=100, bbox_inches='tight')
-    plt.close(fig)
+    save_figure(fig, path, dpi=100, bbox_inches='tight')
 
 
 def save_caption_text(path, blocks):
@@ -138,8 +143,7 @@ def save_caption_text(path, blocks):
             if tag in ('RECON',):
                 lines.append('')
         lines.append('')
-    with open(path, 'w', encoding='utf-8') as f:
-        f.write('\n'.join(lines).rstrip() + '\n')
+    save_text('\n'.join(lines).rstrip() + '\n', path)
 
 
 def save_cub_reconstruction(xs, recons, names, modalities, display, path, txt_path):
@@ -148,7 +152,7 @@ def save_cub_reconstruction(xs, recons, names, modalities, display, path, txt_pa
     captions as cells; the caption panels also as text ([DATA] is the item's
     own caption, [RECON] the decoded one)."""
     M = len(xs)
-    data = [to_cells(x, m, display, 'test') for x, m in zip(xs, modalities)]
+    data = [to_cells(x, m, display, 'test') for x, m in zip(xs, modalities, strict=True)]
     fig = plt.figure(figsize=(1.15 * N_RECON * M, 2.3 * M + 0.3 * M))
     subs = fig.subfigures(M, M, squeeze=False, wspace=0.02, hspace=0.02)
     blocks = []
@@ -158,10 +162,9 @@ def save_cub_reconstruction(xs, recons, names, modalities, display, path, txt_pa
             _draw_cells(subs[e][d], [data[e], out], ['data', 'recon'], f'{names[e]} -> {names[d]}' if M > 1 else None)
             if modalities[d] == 'caption':
                 blocks.append((f'{names[e]} -> {names[d]}' if M > 1 else None,
-                               [p for pair in zip([('DATA', c) for c in data[d]], [('RECON', c) for c in out])
+                               [p for pair in zip([('DATA', c) for c in data[d]], [('RECON', c) for c in out], strict=True)
                                 for p in pair]))
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     if blocks:
         save_caption_text(txt_path, blocks)
 
@@ -169,22 +172,22 @@ def save_cub_reconstruction(xs, recons, names, modalities, display, path, txt_pa
 def save_cub_generations(samples, modalities, display, path, txt_path):
     """Prior samples: image-plus-caption pairs (multimodal: images above their
     captions), or a grid of one modality; captions also as [GEN] text lines."""
-    cells = [to_cells(s, m, display, 'train') for s, m in zip(samples, modalities)]
+    cells = [to_cells(s, m, display, 'train') for s, m in zip(samples, modalities, strict=True)]
     n = min(len(cells[0]), N_GEN_CAPTIONED if len(cells) > 1 or modalities[0] == 'caption' else N_GEN)
     rows, labels = [], []
     for s in range(0, n, N_RECON):
-        for m, c in zip(modalities, cells):
+        for m, c in zip(modalities, cells, strict=True):
             rows.append(c[s:s + N_RECON])
             labels.append(m if len(cells) > 1 else None)
     save_cells(rows, path, labels if len(cells) > 1 else None)
-    text = [c for m, c in zip(modalities, cells) if m == 'caption']
+    text = [c for m, c in zip(modalities, cells, strict=True) if m == 'caption']
     if text:
         save_caption_text(txt_path, [(None, [('GEN', c) for c in text[0]])])
 
 
 def save_cub_figures(model, x, display, fig_dir, epoch):
     """Per-epoch figures of the CUB models: recon_XXX.png (+ .txt) and gen_XXX.png (+ .txt)."""
-    vaes = list(getattr(model, 'vaes', [model]))
+    vaes = model.vaes
     names, modalities = [v.name for v in vaes], [v.modality for v in vaes]
     # CUB items come 10 captions per image: from a batch in data order, every 10th item (as the
     # batch allows) shows 8 different birds
@@ -198,7 +201,7 @@ def save_cub_figures(model, x, display, fig_dir, epoch):
         xs = [x[idx.to(x.device)]]
         recons = [[model.reconstruct(xs[0])]]
         gens = [model.generate(N_GEN)]
-    stem = os.path.join(fig_dir, f'recon_{epoch:03d}')
-    save_cub_reconstruction(xs, recons, names, modalities, display, stem + '.png', stem + '.txt')
-    stem = os.path.join(fig_dir, f'gen_{epoch:03d}')
-    save_cub_generations(gens, modalities, display, stem + '.png', stem + '.txt')
+    recon, gen = (os.path.join(fig_dir, f'{kind}_{epoch:03d}') for kind in ('recon', 'gen'))
+    save_cub_reconstruction(xs, recons, names, modalities, display, recon + '.png', recon + '.txt')
+    save_cub_generations(gens, modalities, display, gen + '.png', gen + '.txt')
+    return [recon + '.png', gen + '.png']

@@ -11,7 +11,7 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def _atomic_write(path, write):
+def atomic_write(path, write):
     """write(f) into a temporary file next to `path`, flush to disk, then rename over it.
 
     The previous file at `path` stays intact until the new one is complete.
@@ -33,11 +33,24 @@ def _atomic_write(path, write):
 
 
 def save_torch(obj, path):
-    _atomic_write(path, lambda f: torch.save(obj, f))
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_json(obj, path):
-    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=False).encode()))
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=False).encode()))
+
+
+def save_text(text, path):
+    atomic_write(path, lambda f: f.write(text.encode('utf-8')))
+
+
+def save_figure(fig, path, **savefig_kwargs):
+    """A matplotlib figure as PNG (atomic), then closed."""
+    import matplotlib.pyplot as plt
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format='png', **savefig_kwargs))
+    finally:
+        plt.close(fig)
 
 
 def load_json(path, what='file'):

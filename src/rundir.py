@@ -1,4 +1,5 @@
-"""Run directories: a fresh directory per run, its flags as JSON, its log."""
+"""Run directories: a fresh directory per run, its flags as JSON, its log; and
+reading a finished run back (ours, or a run folder of the released code)."""
 import datetime
 import importlib.metadata
 import logging
@@ -7,8 +8,11 @@ import platform
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 
-from .files import save_json
+from .errors import UserError
+from .files import load_json, save_json
+from .safe_pickle import load_namespace
 
 log = logging.getLogger('mmvae')
 _buffer = []
@@ -85,3 +89,45 @@ def write_args(run_dir, args, data_source, device):
         'command': sys.argv,
         'started': datetime.datetime.now().isoformat(timespec='seconds'),
     }, os.path.join(run_dir, 'args.json'))
+
+
+# ---------------------------------------------------------------- reading a run back
+
+OURS = ('args.json', 'model.pt')
+RELEASED = ('args.rar', 'model.rar')  # src/main.py of the released code: torch.save(args), torch.save(state_dict)
+
+
+@dataclass
+class SavedRun:
+    flags: dict      # the run's flags (argparse dests), as saved
+    weights: str     # path of its state dict
+    released: bool   # written by the released code (args.rar + model.rar)
+
+
+def read_run(run_dir, flag):
+    """The flags and weights file of a run directory written by main.py (args.json + model.pt) or by the
+    released code (args.rar, a pickled argparse Namespace read by a restricted unpickler, + model.rar).
+    `flag` names the command-line flag that gave run_dir, for the error messages."""
+    if not run_dir or not os.path.isdir(run_dir):
+        raise UserError(f"{flag} {run_dir!r}: no such run directory (give a directory written by main.py, or a "
+                        f"run folder of the released code holding args.rar and model.rar)")
+    has = {f: os.path.isfile(os.path.join(run_dir, f)) for f in OURS + RELEASED}
+    if all(has[f] for f in OURS):
+        path = os.path.join(run_dir, 'args.json')
+        saved = load_json(path, 'run flags file')
+        flags = saved.get('flags') if isinstance(saved, dict) else None
+        if not isinstance(flags, dict) or 'model' not in flags:
+            raise UserError(f"{path} holds no flags: is {run_dir} a run directory of this project?")
+        return SavedRun(flags, os.path.join(run_dir, 'model.pt'), False)
+    if all(has[f] for f in RELEASED):
+        flags = load_namespace(os.path.join(run_dir, 'args.rar'), 'flags file of the released code')
+        if 'model' not in flags:
+            raise UserError(f"{os.path.join(run_dir, 'args.rar')} has no 'model' flag: it is not the args.rar "
+                            f"of a released MMVAE run")
+        flags.pop('cuda', None)  # the released main.py adds it after parsing; it is not a flag
+        return SavedRun(flags, os.path.join(run_dir, 'model.rar'), True)
+    missing = [f for f in (OURS if any(has[f] for f in OURS) or not any(has.values()) else RELEASED) if not has[f]]
+    raise UserError(f"{flag} {run_dir} is incomplete: {' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                    f"missing (a run directory holds "
+                    f"args.json and model.pt, or args.rar and model.rar from the released code; was the run "
+                    f"interrupted before its first epoch ended?)")

@@ -29,7 +29,7 @@ def only_run(out_dir, experiment):
 def ms_run(offline_data_dir, tmp_path_factory):
     out = str(tmp_path_factory.mktemp('runs'))
     assert run_main('--model', 'mnist_svhn', '--obj', 'dreg', '--looser', '--epochs', 2, '--learn-prior',
-                    '--data-dir', offline_data_dir, '--out-dir', out, *TINY) == 0
+                    '--tensorboard', '--print-freq', 5, '--data-dir', offline_data_dir, '--out-dir', out, *TINY) == 0
     return only_run(out, 'mnist_svhn')
 
 
@@ -51,7 +51,26 @@ def test_run_directory_holds_everything(ms_run):
     figs = sorted(os.listdir(os.path.join(ms_run, 'figures')))
     for e in ('001', '002'):
         assert {f'recon_{e}.png', f'gen_mnist_{e}.png', f'gen_svhn_{e}.png'} <= set(figs)
-    assert not glob.glob(os.path.join(ms_run, '.*.tmp'))  # atomic writes left no temp files
+    assert not glob.glob(os.path.join(ms_run, '**', '.*.tmp'), recursive=True)  # atomic writes left no temp files
+
+
+def test_metrics_csv_and_tensorboard(ms_run):
+    import pandas as pd
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    losses = json.load(open(os.path.join(ms_run, 'losses.json')))
+    m = pd.read_csv(os.path.join(ms_run, 'metrics.csv'))
+    steps = 32  # 4,000 offline pairs in batches of 128
+    assert list(m['epoch']) == [1, 2] and list(m['step']) == [steps, 2 * steps]
+    assert list(m['train_loss']) == losses['train'] and list(m['test_loss']) == losses['test']
+    acc = EventAccumulator(os.path.join(ms_run, 'tb'), size_guidance={'scalars': 0, 'images': 0}).Reload()
+    tags = acc.Tags()
+    assert {'loss/train', 'loss/test', 'loss/train_step', 'epoch'} <= set(tags['scalars'])
+    assert {'figures/recon', 'figures/gen_mnist', 'figures/gen_svhn'} <= set(tags['images'])
+    test = acc.Scalars('loss/test')
+    assert [e.step for e in test] == [steps, 2 * steps]
+    assert [e.value for e in test] == pytest.approx(losses['test'], rel=1e-6)
+    assert [e.step for e in acc.Scalars('loss/train_step')] == list(range(5, 2 * steps + 1, 5))
+    assert len(acc.Images('figures/recon')) == 2
 
 
 def digest(d):

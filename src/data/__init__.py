@@ -2,8 +2,14 @@
 
 load_data(name, args, split) -> TensorData for split 'train' or 'test'.
 """
-from .cub import (load_cub_captions, load_cub_features, load_cub_features_captions, load_cub_image_captions,
-                  load_cub_images)
+from .cub import (
+    load_cub_captions,
+    load_cub_features,
+    load_cub_features_captions,
+    load_cub_image_captions,
+    load_cub_images,
+    vocab_size,  # noqa: F401  (re-exported: the caption models' vocabulary size)
+)
 from .digits import load_mnist, load_mnist_svhn, load_svhn
 from .numbersense_loaders import load_cmnist, load_cmnist_oscn, load_oscn
 from .tensors import BatchLoader, TensorData  # noqa: F401  (re-exported)

@@ -20,6 +20,7 @@ class CUBImageSent(MMVAE):
     name = 'cubIS'
     dataset = 'cubIS'
     prior_scale_fn = staticmethod(softmax_scale_eta)
+    captions = True
 
     def __init__(self, params):
         super().__init__(dist.Laplace, params, CUBImage, CUBSent)

@@ -21,6 +21,7 @@ class CUBImageSentFt(MMVAE):
     name = 'cubISft'
     dataset = 'cubISft'
     prior_scale_fn = staticmethod(softplus_scale_eta)
+    captions = True
 
     def __init__(self, params):
         super().__init__(dist.Normal, params, CUBImageFt, CUBSentFt)

@@ -11,8 +11,9 @@ Linear layer whose weight IS the embedding matrix (tied).
 cubISft's caption model (CUBSentFt) has biases and 256, 512 channels in the
 last two blocks. Module names follow the released code, so state dicts match.
 
-The vocabulary size comes from the data (the cached vocabulary of the
-training captions, src/data/cub.py), or from params.vocab_size when set.
+The vocabulary size is a flag (params.vocab_size): main.py sets it from the
+training captions and saves it with the run's flags, so a saved run is built
+again without its data.
 """
 import torch
 import torch.distributions as dist
@@ -109,11 +110,10 @@ class Dec(nn.Module):
 
 
 def caption_vocab_size(params):
-    """params.vocab_size if set (tests, tools), else the size of the data's vocabulary."""
-    if getattr(params, 'vocab_size', None):
-        return params.vocab_size
-    from ..data.cub import vocab_size
-    return vocab_size(params)
+    V = getattr(params, 'vocab_size', 0)
+    if not V:
+        raise ValueError('the caption models need params.vocab_size (main.py sets it from the training captions)')
+    return V
 
 
 @register
@@ -124,6 +124,7 @@ class CUBSent(VAE):
     data_size = (MAX_LEN,)
     prior_scale_fn = staticmethod(softplus_scale_eta)
     widths, bias = NARROW, False
+    captions = True
 
     def __init__(self, params):
         V = caption_vocab_size(params)

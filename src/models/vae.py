@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ETA = 1e-6  # SPEC: eta, keeps scales strictly positive
+ETA = 1e-6  # eta of the released code: keeps scales strictly positive
 
 
 def softmax_scale(raw):
@@ -41,12 +41,16 @@ class VAE(nn.Module):
     Subclasses set `name` (the --model key), `dataset` (the data registry
     key), `modality` (what the data are: 'image', 'caption' or 'feature'),
     `data_size`, and choose distributions, networks and the prior scale.
+    `captions` marks the models whose shapes need the caption vocabulary size
+    (params.vocab_size).
     """
     name = None
     dataset = None
     modality = 'image'
     data_size = None
     prior_scale_fn = staticmethod(softmax_scale)
+    multimodal = False
+    captions = False
 
     def __init__(self, prior_dist, likelihood_dist, post_dist, enc, dec, params):
         super().__init__()
@@ -63,6 +67,15 @@ class VAE(nn.Module):
     @property
     def pz_params(self):
         return self._pz_params[0], self.prior_scale_fn(self._pz_params[1])
+
+    @property
+    def vaes(self):
+        """The unimodal VAEs of a model: here, itself (as MMVAE.vaes lists its parts)."""
+        return [self]
+
+    @property
+    def modalities(self):
+        return [self.name]
 
     @property
     def qz_x_params(self):
@@ -103,6 +116,8 @@ class MMVAE(nn.Module):
     name = None
     dataset = None
     prior_scale_fn = staticmethod(softmax_scale)
+    multimodal = True
+    captions = False
 
     def __init__(self, prior_dist, params, *vaes):
         super().__init__()

@@ -15,11 +15,11 @@ import matplotlib
 
 matplotlib.use('Agg')  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from src.files import save_json  # noqa: E402
+from src.files import save_figure, save_json  # noqa: E402
 from src.objectives import kl_divergence  # noqa: E402
 from src.report.metrics import fork_rng  # noqa: E402
 
@@ -35,17 +35,17 @@ def latent_analytics(model, x, K=ANALYTICS_K):
     """
     model.eval()
     pz = model.pz(*model.pz_params)
-    if hasattr(model, 'vaes'):
+    if model.multimodal:
         qz_xs, _, zss = model(x, K)
-        names = model.modalities
     else:
         qz_x, _, zs = model(x, K)
-        qz_xs, zss, names = [qz_x], [zs], [model.name]
+        qz_xs, zss = [qz_x], [zs]
+    names = model.modalities
     B, D = zss[0].shape[1:]
     groups = [pz.sample(torch.Size([K, B])).reshape(-1, D)] + [zs.reshape(-1, D) for zs in zss]
     labels = ['prior p(z)'] + [f'q(z|{n})' for n in names]
     source = np.concatenate([np.full(len(g), i) for i, g in enumerate(groups)])
-    kls = {f'KL(q(z|{n}) || p(z))': kl_divergence(q, pz).cpu().numpy() for n, q in zip(names, qz_xs)}
+    kls = {f'KL(q(z|{n}) || p(z))': kl_divergence(q, pz).cpu().numpy() for n, q in zip(names, qz_xs, strict=True)}
     for i, j in combinations(range(len(qz_xs)), 2):
         p, q = qz_xs[i], qz_xs[j]
         kls[f'J(q(z|{names[i]}), q(z|{names[j]}))'] = (0.5 * (kl_divergence(p, q) + kl_divergence(q, p))).cpu().numpy()
@@ -59,18 +59,6 @@ def embed_umap(zs, seed=0):
                 random_state=seed, n_jobs=1).fit_transform(zs)  # a seed makes UMAP single-threaded anyway
 
 
-def _savefig(fig, path):
-    """Write the figure to a temporary file, then rename: never a half-written PNG."""
-    tmp = f'{path}.{os.getpid()}.tmp.png'
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def plot_embedding(emb, source, labels, path):
     fig, ax = plt.subplots(figsize=(6, 5))
     colours = plt.get_cmap('tab10')
@@ -82,7 +70,7 @@ def plot_embedding(emb, source, labels, path):
     ax.set_yticks([])
     ax.set_title('UMAP of latent samples')
     fig.tight_layout()
-    _savefig(fig, path)
+    save_figure(fig, path, dpi=100)
 
 
 def plot_kls(kls, path):
@@ -94,7 +82,8 @@ def plot_kls(kls, path):
     colours = plt.get_cmap('tab10')
     for i, n in enumerate(names):
         pos = np.arange(D) + (i - (len(names) - 1) / 2) * width
-        bp = ax.boxplot(kls[n], positions=pos, widths=width * 0.9, patch_artist=True, whis=(0, 100))  # whiskers: min, max
+        # whiskers at the minimum and maximum
+        bp = ax.boxplot(kls[n], positions=pos, widths=width * 0.9, patch_artist=True, whis=(0, 100))
         for box in bp['boxes']:
             box.set_facecolor(colours(i))
         bp['boxes'][0].set_label(n)
@@ -104,7 +93,7 @@ def plot_kls(kls, path):
     ax.set_ylabel('KL (nats)')
     ax.legend(fontsize=8)
     fig.tight_layout()
-    _savefig(fig, path)
+    save_figure(fig, path, dpi=100)
 
 
 def kl_summary(v):
@@ -149,4 +138,4 @@ def save_loss_curve(losses, path):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    _savefig(fig, path)
+    save_figure(fig, path, dpi=100)

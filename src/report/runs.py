@@ -6,41 +6,41 @@ import os
 import sys
 import time
 
-import torch
-
-from src.cli import build_parser
+from src.cli import build_parser, with_vocab_size
+from src.distributed import default_device
 from src.errors import UserError
-from src.files import load_json, load_torch, save_json
+from src.files import load_torch, save_json
 from src.models import MODELS
+from src.rundir import read_run
 
 
-def load_run(save_dir, device='cpu', data_dir=''):
-    """(flags Namespace, model with the run's weights in eval mode) of a run directory.
+def load_run(save_dir, device='cpu', data_dir='', offline=None):
+    """(flags Namespace, model with the run's weights in eval mode) of a run directory written by
+    main.py, or by the released code (args.rar + model.rar).
 
-    data_dir (if given) replaces the run's --data-dir before the model is built:
-    the CUB caption models read their vocabulary size from the data.
+    data_dir / offline (if given) replace the run's --data-dir / --offline: where the analyses find the
+    data. Runs of the released code predate both flags; for our runs --offline must match the run's.
     """
-    if not save_dir or not os.path.isdir(save_dir):
-        raise UserError(f"--save-dir {save_dir!r}: no such run directory (give a directory written by main.py)")
-    for f in ('args.json', 'model.pt'):
-        if not os.path.isfile(os.path.join(save_dir, f)):
-            raise UserError(f"--save-dir {save_dir} is incomplete: {f} is missing "
-                            f"(did the run finish its first epoch?)")
-    saved = load_json(os.path.join(save_dir, 'args.json'), 'run flags file')
-    flags = saved.get('flags') if isinstance(saved, dict) else None
-    if not isinstance(flags, dict) or flags.get('model') not in MODELS:
-        raise UserError(f"{os.path.join(save_dir, 'args.json')} does not describe a run of a known model")
+    saved = read_run(save_dir, '--save-dir')
+    flags = with_vocab_size(saved)
+    if flags['model'] not in MODELS:
+        raise UserError(f"{save_dir} holds a run of unknown model {flags['model']!r}")
+    if offline is not None and not saved.released and 'offline' in flags and bool(flags['offline']) != offline:
+        raise UserError(f"--offline: {save_dir} was trained on {'offline stand-in' if flags['offline'] else 'real'} "
+                        f"data; analyse it on the same data (drop --offline or train another run)")
     merged = vars(build_parser().parse_args([]))  # defaults for flags newer than the run
-    merged.update(flags)
+    merged.update({k: v for k, v in flags.items() if k in merged})
     if data_dir:
         merged['data_dir'] = data_dir
+    if offline is not None:
+        merged['offline'] = offline
     args = argparse.Namespace(**merged)
     model = MODELS[args.model](args).to(device)
-    path = os.path.join(save_dir, 'model.pt')
     try:
-        model.load_state_dict(load_torch(path, 'model weights file', map_location=device))
+        model.load_state_dict(load_torch(saved.weights, 'model weights file', map_location=device))
     except RuntimeError as e:
-        raise UserError(f"{path} does not fit model {args.model!r} with the run's flags: {str(e).splitlines()[0]}") from None
+        raise UserError(f"{saved.weights} does not fit model {args.model!r} with the run's flags: "
+                        f"{str(e).splitlines()[0]}") from None
     model.eval()
     return args, model
 
@@ -48,12 +48,15 @@ def load_run(save_dir, device='cpu', data_dir=''):
 def add_run_flags(p, data_help="where the data are (default: the run's --data-dir)"):
     """The flags every analysis of a run shares: --data-dir, --seed, --no-cuda."""
     p.add_argument('--data-dir', default='', help=data_help)
+    p.add_argument('--offline', action='store_true', default=None,
+                   help="the data that need no network (for run folders of the released code, which predate the "
+                        "flag; this project's runs record it)")
     p.add_argument('--seed', type=int, default=None, help="random seed (default: the run's)")
     p.add_argument('--no-cuda', action='store_true', help='do not use a GPU even when one is available')
 
 
 def device_from(no_cuda):
-    return torch.device('cuda' if torch.cuda.is_available() and not no_cuda else 'cpu')
+    return default_device(no_cuda)
 
 
 def analysis_logger(save_dir, name):

@@ -1,0 +1,111 @@
+"""What a run records for plotting and comparison, besides its checkpoint:
+
+- <run>/metrics.csv, always: one row per epoch (epoch, step, train_loss,
+  test_loss, seconds, skipped_batches), rewritten atomically each epoch, so
+  `pandas.read_csv` reads it at any time;
+- <run>/tb/, with --tensorboard: TensorBoard events (torch.utils.tensorboard)
+  of the step loss (every --print-freq steps; every step when it is 0), the
+  epoch losses, the epoch's reconstruction and generation figures, and the
+  numbers of the analysis scripts run on the run (log_analysis).
+
+Every value is logged at the global training step, so that a resumed run
+purges what the killed one logged after its checkpoint (SummaryWriter's
+purge_step) and its curves continue without duplicates.
+"""
+import csv
+import io
+import os
+
+import numpy as np
+from PIL import Image
+
+from .files import save_text
+
+COLUMNS = ('epoch', 'step', 'train_loss', 'test_loss', 'seconds', 'skipped_batches')
+
+
+def _writer(run_dir, purge_step=None):
+    from torch.utils.tensorboard import SummaryWriter  # imports tensorboard: only when asked for
+    return SummaryWriter(os.path.join(run_dir, 'tb'), purge_step=purge_step)
+
+
+class Tracker:
+    def __init__(self, run_dir, tensorboard=False, print_freq=0, purge_step=None):
+        self.run_dir = run_dir
+        self.every = max(print_freq, 1)
+        self.writer = _writer(run_dir, purge_step) if tensorboard else None
+        self.steps = []  # global step at the end of each epoch
+
+    def step(self, loss_per_item, global_step):
+        if self.writer and global_step % self.every == 0:
+            self.writer.add_scalar('loss/train_step', loss_per_item, global_step)
+
+    def epoch(self, epoch, losses, global_step):
+        """After epoch `epoch`: metrics.csv from the whole loss history; the epoch's scalars."""
+        save_text(metrics_csv(losses, global_step, epoch), os.path.join(self.run_dir, 'metrics.csv'))
+        if self.writer:
+            for tag, key in (('loss/train', 'train'), ('loss/test', 'test'), ('time/epoch_seconds', 'epoch_seconds')):
+                self.writer.add_scalar(tag, losses[key][-1], global_step)
+            self.writer.add_scalar('epoch', epoch, global_step)
+            self.writer.flush()
+
+    def figures(self, paths, global_step):
+        """PNG figures as TensorBoard images, tagged by their name without the epoch: figures/recon, ..."""
+        if not self.writer:
+            return
+        for path in paths:
+            tag = os.path.splitext(os.path.basename(path))[0].rsplit('_', 1)[0]
+            with Image.open(path) as im:
+                self.writer.add_image(f'figures/{tag}', np.asarray(im.convert('RGB')), global_step,
+                                      dataformats='HWC')
+        self.writer.flush()
+
+    def close(self):
+        if self.writer:
+            self.writer.close()
+
+
+def metrics_csv(losses, last_step, epochs):
+    """The loss history as CSV text; the step column counts training steps (epochs of equal length)."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator='\n')
+    w.writerow(COLUMNS)
+    per_epoch = last_step // epochs
+    skipped = losses.get('skipped_batches', [0] * len(losses['train']))
+    rows = zip(losses['train'], losses['test'], losses['epoch_seconds'], skipped, strict=True)
+    for e, (train, test, seconds, skip) in enumerate(rows, 1):
+        w.writerow((e, e * per_epoch, repr(train), repr(test), seconds, skip))
+    return out.getvalue()
+
+
+def last_step(run_dir):
+    """The global step of a run's last finished epoch (metrics.csv), or 0."""
+    path = os.path.join(run_dir, 'metrics.csv')
+    if not os.path.isfile(path):
+        return 0
+    with open(path, newline='') as f:
+        rows = list(csv.DictReader(f))
+    return int(rows[-1]['step']) if rows else 0
+
+
+def log_analysis(run_dir, name, results):
+    """The numbers of an analysis (a JSON-like dict) as TensorBoard scalars `<name>/<key>/<subkey>` at the
+    run's last step, when the run was trained with --tensorboard (it has <run>/tb/); else nothing."""
+    if not os.path.isdir(os.path.join(run_dir, 'tb')):
+        return []
+    scalars = list(_numbers(results, name))
+    with _writer(run_dir) as w:
+        for tag, value in scalars:
+            w.add_scalar(tag, value, last_step(run_dir))
+    return [tag for tag, _ in scalars]
+
+
+def _numbers(obj, prefix):
+    """(tag, number) for every number in nested dicts (not lists: per-item values are not curves)."""
+    if isinstance(obj, bool):
+        return
+    if isinstance(obj, (int, float)):
+        yield prefix, float(obj)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _numbers(v, f'{prefix}/{k}')
