@@ -1,5 +1,5 @@
 """Checkpoints and graceful stops: long runs that survive kills, wall-time
-limits, full disks and NaNs (issue 6).
+limits, full disks and NaNs (docs/long-runs.md).
 
 A checkpoint is the full training state: model and optimizer, the position
 (epochs completed + training steps done in the next epoch), the loss history

@@ -20,7 +20,7 @@ ARCH_FLAGS = ('model', 'latent_dim', 'num_hidden_layers', 'arch', 'vocab_size')
 NUMBERSENSE_MODELS = ('cmnist', 'oscn', 'cmnist_oscn')
 NUMBERSENSE_DEFAULTS = {'arch': 'mlp', 'dist': 'normal', 'joint_prior': 'laplace', 'numbersense_data': 'noda2024'}
 
-# Long runs (issue 6). Where a run lives: never inherited from another run's saved flags.
+# Where a run lives: never inherited from another run's saved flags.
 RUN_LOCATION_FLAGS = ('run_dir', 'resume')
 # Flags a --resume may change; every other flag typed with --resume must equal the run's saved value.
 RESUME_FREE_FLAGS = ('epochs', 'logp', 'print_freq', 'no_analytics', 'no_cuda', 'data_dir', 'out_dir', 'experiment',
@@ -131,7 +131,7 @@ def build_parser():
     p.add_argument('--vocab-size', type=int, default=0,
                    help='caption models (cubS, cubIS, cubISft): vocabulary size; 0 = that of the training captions '
                         '(saved with the run, so that the run loads without its data)')
-    # Number-sense models only (cmnist, oscn, cmnist_oscn; issue 5). The defaults are the
+    # Number-sense models only (cmnist, oscn, cmnist_oscn). The defaults are the
     # published configuration; the other models reject non-default values (validate()).
     p.add_argument('--arch', default='mlp', choices=['mlp', 'cnn'],
                    help='number-sense models: encoder/decoder networks (mlp: --num-hidden-layers x 400 units; cnn: '
@@ -158,7 +158,7 @@ def build_parser():
     p.add_argument('--skip-nonfinite', action='store_true',
                    help='skip batches whose loss is NaN or infinite (counted in run.log and losses.json) '
                         'instead of stopping the run')
-    # Speed (issue 7): both off by default, so that the default numerics are plain float32.
+    # Speed: both off by default, so that the default numerics are plain float32.
     p.add_argument('--amp', action='store_true',
                    help='train with bfloat16 autocast in the decoders (GPU, or CPUs with bf16 support): '
                         'faster, training losses within 0.5%% of float32 (tests/test_speed_equivalence.py); '

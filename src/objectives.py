@@ -1,4 +1,5 @@
-"""Training objectives (SPEC section 3). All are maximised; the loss is minus the value.
+"""Training objectives (paper section 3; the released src/objectives.py). All are maximised;
+the loss is minus the value. The formulas and notation: docs/reproduction.md.
 
 Every objective has the released call form `objective(model, x, K)` and returns
 a scalar summed over the batch. Unimodal: x is a tensor, model returns
@@ -9,7 +10,7 @@ Large batches are evaluated in chunks along the batch axis (memory budget as
 in the released code); each chunk's log weights are concatenated before the
 (per data point) reductions, so the chunked value equals the unchunked one.
 
-dreg estimators (SPEC QUIRK). The released code registers the weighting hook
+dreg estimators (a quirk of the released code, kept). It registers the weighting hook
 on a copy of the samples that the graph never uses, so it never fires: what it
 trains with is sum_k w~_k grad(log w_k) with the encoder parameters entering
 only through the samples. That is the default here (`true_dreg=False`). With

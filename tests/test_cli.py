@@ -156,7 +156,7 @@ def test_missing_data_names_dir_files_and_offline(tmp_path, monkeypatch, capsys)
 
 def test_unimodal_run_and_help(offline_data_dir, tmp_path, monkeypatch):
     import src.train
-    assert src.train.LOGP_K == 5000  # SPEC: --logp uses K = 5000; a small K keeps the test fast
+    assert src.train.LOGP_K == 5000  # --logp uses K = 5000 as released; a small K keeps the test fast
     monkeypatch.setattr(src.train, 'LOGP_K', 50)
     assert run_main('--model', 'mnist', '--obj', 'iwae', '--epochs', 1, '--logp',
                     '--data-dir', offline_data_dir, '--out-dir', tmp_path, *TINY) == 0

@@ -1,4 +1,4 @@
-"""The five CUB models (SPEC sections 1-2): shapes, distributions and scales, tied
+"""The five CUB models (the released vae_cub_*.py, mmvae_cub_*.py): shapes, distributions and scales, tied
 caption embedding/output weights, the caption likelihood with id 0 ignored."""
 import argparse
 import math
@@ -38,7 +38,7 @@ def models():
 
 
 DECODED = {'cubI': (3, 64, 64), 'cubS': (32, V), 'cubIft': (2048,), 'cubSft': (32, V)}
-FAMILIES = {  # prior, posterior, likelihood (SPEC section 1)
+FAMILIES = {  # prior, posterior, likelihood (docs/reproduction.md)
     'cubI': (dist.Laplace, dist.Laplace, dist.Laplace),
     'cubS': (dist.Normal, dist.Normal, CaptionCategorical),
     'cubIft': (dist.Normal, dist.Normal, dist.Laplace),
@@ -157,7 +157,7 @@ def test_embedding_and_output_weights_are_tied(models, which):
 
 
 def test_caption_likelihood_ignores_id_0_and_scores_padding():
-    """SPEC QUIRK: log p(x|z) per token is minus the cross-entropy with token id 0
+    """A quirk of the released code, kept: log p(x|z) per token is minus the cross-entropy with token id 0
     ('<exc>', the unknown word) ignored; the '<pad>' tokens (id 1) ARE scored."""
     g = torch.Generator().manual_seed(3)
     logits = torch.randn(2, 3, 32, V, generator=g)

@@ -1,4 +1,4 @@
-"""Pairing (SPEC section 5), in-memory batching, the offline MNIST split."""
+"""Pairing as released, in-memory batching, the offline MNIST split."""
 import argparse
 import os
 

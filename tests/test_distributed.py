@@ -1,4 +1,4 @@
-"""Data-parallel training (issue 6): N gloo ranks on the CPU train the model one process would.
+"""Data-parallel training: N gloo ranks on the CPU train the model one process would.
 
 Two ranks are spawned with torch.multiprocessing and the environment torchrun
 gives its workers (RANK, WORLD_SIZE, MASTER_ADDR/PORT). They compute, for every

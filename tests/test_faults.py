@@ -1,4 +1,4 @@
-"""Fault handling (issue 6): SIGTERM (checkpoint, exit 143, resume to the same
+"""Fault handling: SIGTERM (checkpoint, exit 143, resume to the same
 result), non-finite losses, damaged files, a full disk. In-process runs of a tiny config."""
 import errno
 import json

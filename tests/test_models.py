@@ -1,4 +1,4 @@
-"""Model shapes, parametrisations and the registry (SPEC sections 1-2)."""
+"""Model shapes, parametrisations and the registry (docs/reproduction.md, "Distributions")."""
 import argparse
 
 import pytest
@@ -29,7 +29,7 @@ def test_unimodal_shapes_and_distributions(name, size):
     assert zs.shape == (3, 5, 7)
     assert isinstance(qz_x, dist.Laplace) and isinstance(px_z, dist.Laplace) and m.pz is dist.Laplace
     assert px_z.batch_shape == (3, 5, *size)
-    assert torch.all(px_z.scale == 0.75)  # SPEC: fixed likelihood scale
+    assert torch.all(px_z.scale == 0.75)  # the released fixed likelihood scale
     assert 0 < px_z.mean.min() and px_z.mean.max() < 1
     loc, scale = m.qz_x_params
     # posterior scale = softmax(v) * D + eta: sums to D (+ D eta)

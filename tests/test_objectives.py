@@ -1,4 +1,4 @@
-"""Objectives against independent hand computations (SPEC section 3).
+"""Objectives against independent hand computations (docs/reproduction.md, "Objectives").
 
 A tiny model with deterministic reparameterised samples (z = loc + scale *
 eps_k, eps fixed per sample index k) lets every test see the same samples, and

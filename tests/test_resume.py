@@ -1,4 +1,4 @@
-"""Resume (issue 6): a run killed (kill -9) at any moment and resumed ends exactly
+"""Resume: a run killed (kill -9) at any moment and resumed ends exactly
 where an uninterrupted run ends; --run-dir / --resume rules; the cluster scripts
 start or resume each seed's run directory. (SIGTERM: tests/test_faults.py.)"""
 import json

@@ -1,4 +1,4 @@
-"""The optimised computations equal the straightforward ones (issue 7).
+"""The optimised computations equal the straightforward ones (docs/performance.md).
 
 - the SVHN decoder (first layer as a matrix product, channels_last) against
   the released nn.Sequential decoder with the same weights: outputs and all

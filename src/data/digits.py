@@ -1,4 +1,4 @@
-"""MNIST, SVHN and their pairing (SPEC section 5).
+"""MNIST, SVHN and their pairing (docs/reproduction.md, "Data").
 
 Real data come from torchvision (downloaded into --data-dir on first use).
 --offline uses data that need no network: the 5,000 real MNIST digits that
@@ -83,7 +83,7 @@ def svhn_arrays(split, data_dir, offline):
         raise _download_error('SVHN', data_dir, [os.path.join(root, f'{s}_32x32.mat') for s in ('train', 'test')],
                               e) from None
     labels = torch.from_numpy(np.asarray(ds.labels, dtype=np.int64))
-    labels[labels == 10] = 0  # torchvision already does this; kept explicit (SPEC section 5)
+    labels[labels == 10] = 0  # SVHN's 10 is the digit 0; torchvision already maps it, kept explicit
     return torch.from_numpy(ds.data), labels
 
 

@@ -1,4 +1,5 @@
-"""Pairing two labelled datasets into multimodal examples (SPEC section 5).
+"""Pairing two labelled datasets into multimodal examples, as the released
+bin/make-mnist-svhn-idx.py pairs MNIST and SVHN (docs/reproduction.md, "Data").
 
 Per class c: take the first n = min(#A_c, #B_c, max_per_class) examples of the
 class in each set, then `multiplier` times append a random permutation of the

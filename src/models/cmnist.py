@@ -1,8 +1,10 @@
-"""CMNIST VAE (number sense, Noda, Soda & Yamashita 2024): coloured MNIST digits 1-9, 3x28x28.
+"""CMNIST VAE (number sense, Kamma Noda, Soda & Yamashita 2024): coloured MNIST digits 1-9, 3x28x28.
 
-Published configuration: MLP encoder/decoder of --num-hidden-layers (4 in the
-study) x 400 units; Normal prior, posterior and likelihood (fixed scale 0.75);
-posterior scale softmax(v) * D + eta, prior scale softmax(raw) * D.
+Published configuration (the authors' src/models/components.py EncMLP/DecMLP):
+MLP encoder/decoder of --num-hidden-layers (4 in the study) x 400 units;
+Normal prior, posterior and likelihood (fixed scale 0.75), decoder means
+clamped to [1e-6, 1 - 1e-6]; posterior scale softmax(v) * D + eta, prior
+scale softmax(raw) * D.
 --arch cnn swaps in convolutions, --dist laplace the Laplace family.
 The MLP networks here are shared with the OSCN VAE (src/models/oscn.py).
 """
@@ -19,6 +21,7 @@ DATA_SIZE = (3, 28, 28)
 HIDDEN_DIM = 400
 LIKELIHOOD_SCALE = 0.75
 DISTS = {'normal': dist.Normal, 'laplace': dist.Laplace}  # --dist / --joint-prior
+ETA = 1e-6  # the authors' Constants.eta: decoder means are clamped to [ETA, 1 - ETA]
 
 
 def hidden_layer(n_in, n_out=HIDDEN_DIM):
@@ -42,7 +45,7 @@ class MLPEnc(nn.Module):
 
 
 class MLPDec(nn.Module):
-    """z (..., D) -> (mean (..., *data_size) in (0, 1), scale 0.75)."""
+    """z (..., D) -> (mean (..., *data_size) in [1e-6, 1 - 1e-6], scale 0.75)."""
 
     def __init__(self, data_size, latent_dim, num_hidden_layers):
         super().__init__()
@@ -54,6 +57,7 @@ class MLPDec(nn.Module):
 
     def forward(self, z):
         mean = torch.sigmoid(self.fc3(self.dec(z))).view(*z.shape[:-1], *self.data_size)
+        mean = mean.clamp(ETA, 1 - ETA)  # as the authors' DecMLP (no gradient where clamped)
         return mean, torch.full((), LIKELIHOOD_SCALE, device=z.device)  # no host-to-device copy per call
 
 

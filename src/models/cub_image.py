@@ -1,4 +1,4 @@
-"""cubI: VAE of 64x64 CUB images (SPEC sections 1-2).
+"""cubI: VAE of 64x64 CUB images (the released vae_cub_image.py).
 
 Laplace prior, posterior and likelihood (scale fixed 0.01); encoder scale
 softplus(v) + eta, prior scale softplus(raw) + eta. Networks as svhn's with

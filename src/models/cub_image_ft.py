@@ -1,4 +1,4 @@
-"""cubIft: VAE of the 2048-d ResNet-101 features of CUB images (SPEC sections 1-2).
+"""cubIft: VAE of the 2048-d ResNet-101 features of CUB images (the released vae_cub_image_ft.py).
 
 Normal prior and posterior, Laplace likelihood with scale fixed 0.01;
 encoder scale softplus(v) + eta, prior scale softplus(raw) + eta. MLPs with

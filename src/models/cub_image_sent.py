@@ -1,6 +1,7 @@
 """cubIS: MMVAE of 64x64 CUB images (cubI) and their captions (cubS).
 
-Laplace joint prior with scale softmax(raw) * D + eta (SPEC section 1). The
+Laplace joint prior with scale softmax(raw) * D + eta (the released
+mmvae_cub_images_sentences.py). The
 image log-likelihood is scaled by 32 / (3 * 64 * 64) (caption length over
 image size) unless --llik_scaling is non-zero. As in the released code the
 unimodal VAEs share the joint prior's parameters.

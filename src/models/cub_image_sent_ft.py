@@ -1,6 +1,7 @@
 """cubISft: MMVAE of CUB image features (cubIft, 2048-d ResNet-101) and captions.
 
-Normal joint prior with scale softplus(raw) + eta (SPEC section 1); the
+Normal joint prior with scale softplus(raw) + eta (the released
+mmvae_cub_images_sentences_ft.py); the
 caption model is the wider one with biases (CUBSentFt). The feature
 log-likelihood is scaled by 32 / 2048 unless --llik_scaling is non-zero (the
 paper trains with --llik_scaling 0.002). As in the released code the

@@ -1,4 +1,4 @@
-"""cubS: VAE of CUB captions (SPEC sections 1-2), and the wider caption model of cubISft.
+"""cubS: VAE of CUB captions (the released vae_cub_sent.py), and the wider caption model of cubISft.
 
 Normal prior and posterior (encoder scale softplus(v) + eta, prior scale
 softplus(raw) + eta); the likelihood is one categorical over the vocabulary
@@ -26,7 +26,7 @@ from .vae import VAE, softplus_scale_eta
 MAX_LEN = 32     # tokens per caption
 EMB_DIM = 128    # word embedding size
 F_BASE = 32
-EXC = 0          # id of '<exc>', the unknown word (SPEC section 5)
+EXC = 0          # id of '<exc>', the unknown word (the released vocabulary's first entry)
 NARROW = (1, 2, 4, 4, 4)   # channels of the five blocks, in units of F_BASE: 32, 64, 128, 128, 128
 WIDE = (1, 2, 4, 8, 16)    # cubISft: 32, 64, 128, 256, 512
 
@@ -35,7 +35,7 @@ class CaptionCategorical(dist.Distribution):
     """p(caption | z): a categorical over the vocabulary per token, from logits (..., 32, V).
 
     log_prob(x) is (..., 32): minus the cross-entropy of each token, with id 0
-    ignored (scored 0). QUIRK (SPEC section 1): id 0 is '<exc>', the unknown
+    ignored (scored 0). A quirk of the released code, kept: id 0 is '<exc>', the unknown
     word, not padding, so the '<pad>' tokens (id 1) after '<eos>' are scored.
     `mean` holds the logits, as in the released code (figures and analyses
     take their argmax); `mode` is that argmax, the token ids.

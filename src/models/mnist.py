@@ -10,7 +10,7 @@ from .vae import ETA, VAE
 DATA_SIZE = (1, 28, 28)
 DATA_DIM = 28 * 28
 HIDDEN_DIM = 400
-LIKELIHOOD_SCALE = 0.75  # SPEC: fixed Laplace scale of p(x|z)
+LIKELIHOOD_SCALE = 0.75  # fixed Laplace scale of p(x|z), as in the released vae_mnist.py
 
 
 def hidden_layer(n_in, n_out=HIDDEN_DIM):

@@ -16,6 +16,6 @@ class MNIST_SVHN(MMVAE):
 
     def __init__(self, params):
         super().__init__(dist.Laplace, params, MNIST, SVHN)
-        # Balance the modalities' likelihoods by data size (SPEC: 3072 / 784 = 3.918);
+        # Balance the modalities' likelihoods by data size (3072 / 784 = 3.918, as released);
         # a non-zero --llik_scaling replaces the default.
         self.scale_first_likelihood(prod(SVHN.data_size) / prod(MNIST.data_size))

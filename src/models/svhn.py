@@ -36,7 +36,7 @@ class Dec(nn.Module):
 
     The parameters are the released nn.Sequential `dec` (same state-dict keys);
     forward computes exactly what `dec(z.view(-1, D, 1, 1))` computes, faster
-    (issue 7; tests/test_speed_equivalence.py checks values and gradients):
+    (tests/test_speed_equivalence.py checks values and gradients; docs/performance.md):
     - the first layer turns a 1x1 input into 4x4, so it is one matrix product
       (N, D) x (D, 4*4*128) instead of a convolution;
     - the stride-2 layers run in channels_last memory layout, which oneDNN

@@ -1,4 +1,4 @@
-"""Per-epoch latent analytics during training (SPEC section 4), and the loss curve.
+"""Per-epoch latent analytics during training (as the released src/main.py draws them), and the loss curve.
 
 On the first test batch: K posterior samples per item from each encoder and
 as many prior samples, embedded together with UMAP and coloured by source;
