@@ -33,6 +33,7 @@ def ms_run(offline_data_dir, tmp_path_factory):
     return only_run(out, 'mnist_svhn')
 
 
+@pytest.mark.slow
 def test_run_directory_holds_everything(ms_run):
     saved = json.load(open(os.path.join(ms_run, 'args.json')))
     assert saved['flags']['model'] == 'mnist_svhn' and saved['flags']['K'] == 2
@@ -54,6 +55,7 @@ def test_run_directory_holds_everything(ms_run):
     assert not glob.glob(os.path.join(ms_run, '**', '.*.tmp'), recursive=True)  # atomic writes left no temp files
 
 
+@pytest.mark.slow
 def test_metrics_csv_and_tensorboard(ms_run):
     import pandas as pd
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -81,6 +83,7 @@ def digest(d):
     return h.hexdigest()
 
 
+@pytest.mark.slow
 def test_pretrained_continues_into_new_run(ms_run, offline_data_dir, tmp_path):
     before = digest(ms_run)
     from src.cli import parse_args
@@ -98,6 +101,7 @@ def test_pretrained_continues_into_new_run(ms_run, offline_data_dir, tmp_path):
     assert digest(ms_run) == before  # the old run is never touched
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('argv, message', [
     (['--model', 'nope'], "invalid choice: 'nope'"),
     (['--obj', 'vae'], "invalid choice: 'vae'"),
@@ -116,6 +120,7 @@ def test_bad_flags_give_clear_errors(argv, message, tmp_path):
     assert not os.listdir(tmp_path)  # nothing written
 
 
+@pytest.mark.slow
 def test_bad_pretrained_runs(ms_run, tmp_path, capsys):
     incomplete = tmp_path / 'incomplete'
     incomplete.mkdir()
@@ -154,6 +159,7 @@ def test_missing_data_names_dir_files_and_offline(tmp_path, monkeypatch, capsys)
     assert not (tmp_path / 'o').exists()  # no empty run directory
 
 
+@pytest.mark.slow
 def test_unimodal_run_and_help(offline_data_dir, tmp_path, monkeypatch):
     import src.train
     assert src.train.LOGP_K == 5000  # --logp uses K = 5000 as released; a small K keeps the test fast

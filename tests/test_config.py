@@ -89,6 +89,7 @@ def test_help_states_each_default_once():
     assert '(default: 20)' in text and '(default: False)' not in text
 
 
+@pytest.mark.slow
 def test_version():
     p = subprocess.run([sys.executable, 'main.py', '--version'], cwd=ROOT, capture_output=True, text=True)
     assert p.returncode == 0 and p.stdout.startswith('mmvae ') and 'torch ' in p.stdout

@@ -21,6 +21,8 @@ from src.data import BatchLoader, TensorData
 from src.models import MODELS
 from src.objectives import get_objective
 
+pytestmark = pytest.mark.slow  # training runs, subprocesses
+
 B, K = 5, 3  # 5 items over 2 ranks: shares of 3 and 2 (uneven on purpose)
 CASES = [  # (model, --obj, looser, true dreg, global batch size)
     ('mnist', 'elbo', False, False, B), ('mnist', 'iwae', False, False, B),
@@ -105,14 +107,14 @@ def test_two_ranks_match_one_process(tmp_path, monkeypatch):
     mp.spawn(_worker, args=(2, _free_ports(3), out, flags, multi), nprocs=2, join=True)
 
     ddp = torch.load(out)
-    for case, (loss2, grads2) in zip(CASES, ddp):
+    for case, (loss2, grads2) in zip(CASES, ddp, strict=True):
         loss1, grads1 = one_step(case)
         assert loss2 == pytest.approx(loss1, rel=1e-12), case
         # the same parameters get gradients (the unused sub-model priors get none in both)
         assert sorted(grads2) == sorted(grads1), case
         for k in grads1:
             torch.testing.assert_close(grads2[k], grads1[k], rtol=1e-9, atol=1e-9 * grads1[k].abs().max().item(),
-                                       msg=lambda m: f'{case} {k}: {m}')
+                                       msg=lambda m, case=case, k=k: f'{case} {k}: {m}')
     # the case list covers unused parameters: the multimodal model's sub-model priors get no gradient
     assert not any('vaes.0._pz_params' in k for k in ddp[5][1]) and '_pz_params.1' in ddp[5][1]
 

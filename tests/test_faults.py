@@ -21,7 +21,8 @@ FLAGS = ['--model', 'mnist', '--offline', '--epochs', '1', '--batch-size', '200'
          '--no-analytics', '--checkpoint-every', '5']
 
 
-pytestmark = pytest.mark.usefixtures('in_process_runs')  # tests/conftest.py
+pytestmark = [pytest.mark.usefixtures('in_process_runs'),  # tests/conftest.py
+              pytest.mark.slow]  # training runs, subprocesses
 
 
 @pytest.fixture(scope='module')
@@ -108,8 +109,8 @@ def test_sigterm_during_training_checkpoints_and_resumes_to_the_same_result(monk
     assert main(['--resume', run]) == 0
     ref_w, w = (torch.load(os.path.join(d, 'model.pt')) for d in (reference, run))
     assert all(torch.equal(ref_w[k], w[k]) for k in ref_w)
-    ref_l, l = (json.load(open(os.path.join(d, 'losses.json'))) for d in (reference, run))
-    assert (l['train'], l['test']) == (ref_l['train'], ref_l['test'])
+    ref_l, losses = (json.load(open(os.path.join(d, 'losses.json'))) for d in (reference, run))
+    assert (losses['train'], losses['test']) == (ref_l['train'], ref_l['test'])
 
 
 def test_sigterm_during_the_test_pass_resumes_to_the_same_result(monkeypatch, reference, data_dir, tmp_path):
@@ -129,8 +130,8 @@ def test_sigterm_during_the_test_pass_resumes_to_the_same_result(monkeypatch, re
     assert main(['--resume', run]) == 0
     ref_w, w = (torch.load(os.path.join(d, 'model.pt')) for d in (reference, run))
     assert all(torch.equal(ref_w[k], w[k]) for k in ref_w)
-    ref_l, l = (json.load(open(os.path.join(d, 'losses.json'))) for d in (reference, run))
-    assert (l['train'], l['test']) == (ref_l['train'], ref_l['test'])
+    ref_l, losses = (json.load(open(os.path.join(d, 'losses.json'))) for d in (reference, run))
+    assert (losses['train'], losses['test']) == (ref_l['train'], ref_l['test'])
 
 
 def test_damaged_checkpoint(reference, tmp_path, capsys):

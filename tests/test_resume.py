@@ -32,7 +32,8 @@ def data_dir(tmp_path_factory):
     return str(tmp_path_factory.mktemp('data'))
 
 
-pytestmark = pytest.mark.usefixtures('in_process_runs')  # tests/conftest.py
+pytestmark = [pytest.mark.usefixtures('in_process_runs'),  # tests/conftest.py
+              pytest.mark.slow]  # training runs, subprocesses
 
 
 @pytest.fixture(scope='module')
@@ -86,8 +87,8 @@ def test_killed_run_resumes_to_the_uninterrupted_result(reference, data_dir, tmp
     assert ref_w.keys() == w.keys()
     for k in ref_w:
         assert torch.equal(ref_w[k], w[k]), k
-    ref_l, l = (json.load(open(os.path.join(d, 'losses.json'))) for d in (reference, run))
-    assert l['train'] == ref_l['train'] and l['test'] == ref_l['test'] and l['skipped_batches'] == [0, 0]
+    ref_l, losses = (json.load(open(os.path.join(d, 'losses.json'))) for d in (reference, run))
+    assert losses['train'] == ref_l['train'] and losses['test'] == ref_l['test'] and losses['skipped_batches'] == [0, 0]
     ref_c, c = (torch.load(os.path.join(d, checkpoint.CKPT)) for d in (reference, run))
     assert c['finished'] and (c['epoch'], c['step']) == (2, 0)
     for k, v in ref_c['optimizer']['state'].items():

@@ -109,7 +109,7 @@ def test_svhn_decoder_equals_released(dtype):
         outs.append(mean.detach())
         grads.append([zz.grad] + [p.grad for p in dec.parameters()])
     assert_close(outs[0], outs[1], TOL[dtype])
-    for g_fast, g_ref in zip(*grads):
+    for g_fast, g_ref in zip(*grads, strict=True):
         assert_close(g_fast, g_ref, TOL[dtype])
 
 
@@ -151,7 +151,7 @@ def test_objectives_equal_reference(model_name, objectives, dtype, monkeypatch):
     if model_name == 'mnist_svhn':
         x = [torch.rand(B, 1, 28, 28, generator=g), x]
     for name, kw in objectives:
-        def objective(m, x, K):
+        def objective(m, x, K, name=name, kw=kw):
             return O.OBJECTIVES[name](m, x, K, **kw)
         v_fast, g_fast = value_and_grads(model, objective, x, K, seed=3)
         with monkeypatch.context() as mp:
@@ -236,6 +236,7 @@ def test_compile_keeps_the_state_dict_keys():
     assert list(model.state_dict()) == keys and all('_orig_mod' not in k for k in keys)
 
 
+@pytest.mark.slow
 def test_amp_training_steps_close_to_float32(offline_data_dir):
     """The paper's objective (m_dreg_looser) on real offline batches: the same model,
     batches and samples trained for a few Adam steps in float32 and under --amp's
@@ -251,18 +252,19 @@ def test_amp_training_steps_close_to_float32(offline_data_dir):
         model.load_state_dict(init)
         opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3, amsgrad=True)
         losses[name] = []
-        for i, (x, _) in zip(range(3), BatchLoader(data, 32, shuffle=True, seed=0)):  # the same batches
+        for i, (x, _) in zip(range(3), BatchLoader(data, 32, shuffle=True, seed=0), strict=False):  # same batches
             torch.manual_seed(100 + i)
             opt.zero_grad()
             loss = -obj(model, x, 4)
             loss.backward()
             opt.step()
             losses[name].append(loss.item())
-    for a, b in zip(losses['amp'], losses['fp32']):
+    for a, b in zip(losses['amp'], losses['fp32'], strict=True):
         print(f'amp {a:.2f}  fp32 {b:.2f}  relative difference {abs(a - b) / abs(b):.1e}')
         assert a != b and abs(a - b) / abs(b) < AMP_TOLERANCE, (a, b)
 
 
+@pytest.mark.slow
 def test_amp_run_close_to_float32(offline_data_dir, tmp_path):
     """main.py --amp end to end: the same short run (seed, data, batches) in float32
     and with --amp; the per-epoch losses within AMP_TOLERANCE (relative)."""
