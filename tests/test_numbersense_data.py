@@ -1,11 +1,21 @@
-"""Tests for src/data/numbersense.py (CMNIST, OSCN, their pairing). Offline."""
+"""Tests for src/data/numbersense.py (CMNIST, OSCN, their pairing; both protocols). Offline."""
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from src.data.numbersense import (COLOURS, SHAPES, check_oscn, count_objects,
-                                  make_cmnist, make_oscn, make_oscn_set,
-                                  pair_cmnist_oscn)
+from src.data.numbersense import (
+    COLOURS,
+    SHAPES,
+    check_oscn,
+    count_objects,
+    make_cmnist,
+    make_cmnist_noda,
+    make_oscn,
+    make_oscn_noda,
+    make_oscn_set,
+    pair_cmnist_oscn,
+    render_oscn,
+)
 
 # Written out here rather than imported, so the tests check the convention itself.
 EXPECTED_CHANNELS = {0: (True, False, False), 1: (False, True, False),
@@ -216,3 +226,87 @@ def test_pairing_with_generated_oscn(mnist, oscn):
     np.testing.assert_array_equal(cm_number[ia] * 4 + cm_colour[ia],
                                   os_number[ib] * 4 + os_colour[ib])
     assert len(np.unique(os_shape[ib])) == 3                 # shape is free
+
+
+# ------------------------------------------------- the authors' protocol (noda2024)
+
+def _box(mask):
+    r, c = np.nonzero(mask)
+    return r.min(), r.max(), c.min(), c.max()
+
+
+def test_render_oscn_square_and_cross_masks():
+    """Cell 1 is the point (a, b) = (5, 15). The squares are drawn at rows a-3..a+2 of the H x W x C
+    array and OpenCV shapes at x = a, y = b; the final transpose (x, y) -> (row, col) puts the
+    square at rows 12..17 x cols 2..7 but the cross centred on row 5, col 15."""
+    sq = render_oscn([1], 'square', 'w')
+    want = np.zeros((32, 32), bool)
+    want[12:18, 2:8] = True
+    assert sq.shape == (3, 32, 32) and sq.dtype == np.uint8
+    assert np.array_equal(sq[0] > 0, want) and set(np.unique(sq)) == {0, 255}
+    cross = render_oscn([1], 'cross', 'w')[0] > 0
+    want = np.zeros((32, 32), bool)
+    want[5, 12:19] = True   # OpenCV's 1-px cross marker of size 6: 7 px each way
+    want[2:9, 15] = True
+    assert np.array_equal(cross, want) and cross.sum() == 13
+
+
+def test_render_oscn_triangle_mask_and_orientation():
+    """Corners (x, y), (x + 6, y), (x + 3, int(y - 6 sqrt(3) / 2)): after the transpose the base
+    is a full column at y and the apex points to smaller columns (left)."""
+    tri = render_oscn([1], 'triangle', 'w')[0] > 0                   # (x, y) = (5, 15)
+    assert _box(tri) == (5, 11, 9, 15)                               # int(15 - 5.196) = 9: apex 6 px away
+    assert tri[5:12, 15].all() and tri[:, 9].sum() == 1 and tri[8, 9]
+    assert tri.sum() == 28
+    top = render_oscn([0], 'triangle', 'w')[0] > 0                    # (5, 5): int(-0.196) = 0
+    assert _box(top) == (5, 11, 0, 5) and top.sum() == 24
+
+
+def test_render_oscn_colours_cells_and_errors():
+    for code, letter in enumerate(('r', 'g', 'b', 'w')):
+        img = render_oscn([0, 4, 8], 'square', letter)
+        on = [bool(img[ch].any()) for ch in range(3)]
+        assert tuple(on) == EXPECTED_CHANNELS[code]
+        assert count_objects(img[None])[0] == 3
+    # Cells in the authors' order (row-major over the points 5, 15, 25): cell 3 is (15, 5).
+    assert _box(render_oscn([3], 'cross', 'w')[0] > 0) == (12, 18, 2, 8)
+    with pytest.raises(ValueError, match='colour'):
+        render_oscn([0], 'square', 'red')
+    with pytest.raises(ValueError, match='distinct'):
+        render_oscn([1, 1], 'square', 'w')
+    with pytest.raises(ValueError, match='shape'):
+        render_oscn([1], 'circle', 'w')
+
+
+def test_make_oscn_noda_is_render_oscn():
+    rng = np.random.default_rng(1)
+    numbers, colours = rng.integers(1, 10, 300), rng.integers(0, 4, 300)
+    images, shapes = make_oscn_noda(numbers, colours, seed=3)
+    assert images.shape == (300, 3, 32, 32) and set(np.unique(shapes)) == {0, 1, 2}
+    check_oscn(images, numbers)  # exactly N separate objects
+    singles = {(s, c): render_oscn([c], SHAPES[s], 'w')[0] > 0 for s in range(3) for c in range(9)}
+    for i in range(300):
+        mask = images[i].any(0)
+        cells = [c for c in range(9) if (singles[(shapes[i], c)] <= mask).all()]
+        assert len(cells) == numbers[i]
+        assert np.array_equal(images[i], render_oscn(cells, SHAPES[shapes[i]], 'rgbw'[colours[i]]))
+    again, _ = make_oscn_noda(numbers, colours, seed=3)
+    assert np.array_equal(images, again)
+
+
+def test_make_cmnist_noda_counts_order_colours(mnist):
+    x, y = mnist
+    cm, number, colour = make_cmnist_noda(x, y, n_digits=1000)
+    nonzero = np.flatnonzero(y != 0)[:1000]
+    assert cm.shape == (4000, 3, 28, 28) and cm.dtype == np.uint8
+    assert np.array_equal(colour, np.repeat(np.arange(4), 1000))      # colour-major, as their torch.cat
+    assert np.array_equal(number, np.tile(y[nonzero], 4)) and number.min() == 1
+    for c in range(4):
+        block = cm[c * 1000:(c + 1) * 1000]
+        for ch in range(3):
+            if EXPECTED_CHANNELS[c][ch]:
+                assert np.array_equal(block[:, ch], x[nonzero])
+            else:
+                assert not block[:, ch].any()
+    all_cm, _, _ = make_cmnist_noda(x, y, n_digits=10 ** 6)  # fewer digits than asked: all of them
+    assert len(all_cm) == 4 * (y != 0).sum()

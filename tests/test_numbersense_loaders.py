@@ -1,5 +1,6 @@
 """Number-sense loaders (src/data/numbersense_loaders.py): CMNIST, OSCN and
-their pairs as TensorData, with labels, caching and the data-source record.
+their pairs as TensorData, with labels, caching and the data-source record,
+for both data protocols (noda2024, the default, and extended).
 Offline data; the training split is cut to 20 digits per class for speed."""
 import argparse
 import os
@@ -10,7 +11,7 @@ import torch
 
 import src.data.numbersense_loaders as L
 from src.data import DATASETS, load_data
-from src.data.numbersense import STAMPS, count_objects, make_cmnist, pair_cmnist_oscn
+from src.data.numbersense import STAMPS, count_objects, make_cmnist, make_cmnist_noda, pair_cmnist_oscn
 from src.files import save_torch
 
 EXPECTED_CHANNELS = {0: (1, 0, 0), 1: (0, 1, 0), 2: (0, 0, 1), 3: (1, 1, 1)}
@@ -27,8 +28,8 @@ def data_dir(tmp_path_factory):
     return str(d)
 
 
-def args(data_dir, pm=2):
-    return argparse.Namespace(data_dir=data_dir, offline=True, pair_multiplier=pm)
+def args(data_dir, pm=2, protocol='extended'):
+    return argparse.Namespace(data_dir=data_dir, offline=True, pair_multiplier=pm, numbersense_data=protocol)
 
 
 def test_registered():
@@ -128,3 +129,45 @@ def test_pairs(data_dir):
     # Both directions of the multiplier scheme: every CMNIST item appears twice.
     assert torch.equal(torch.bincount(idx_cm, minlength=len(cm)), torch.full((len(cm),), 2))
     assert 'multiplier 2' in pairs.source and 'offline' in pairs.source
+
+
+# ------------------------------------------------------------- noda2024 (the default)
+
+def test_noda2024_is_the_default(data_dir):
+    a = argparse.Namespace(data_dir=data_dir, offline=True, pair_multiplier=2)  # no --numbersense-data
+    assert L.protocol_of(a) == 'noda2024'
+    assert 'noda2024 protocol' in load_data('cmnist', a, 'test').source
+
+
+def test_noda2024_cmnist_and_oscn(data_dir):
+    a = args(data_dir, protocol='noda2024')
+    mnist_images, mnist_labels = L._mnist('test', data_dir, True)
+    cm = load_data('cmnist', a, 'test')
+    nonzero = torch.nonzero(mnist_labels != 0).flatten()[:1000]  # the first 1,000 non-zero (900 offline)
+    assert len(cm) == 4 * len(nonzero) == 3600
+    assert torch.equal(cm.labels['colour'], torch.arange(4).repeat_interleave(len(nonzero)))  # colour-major
+    assert torch.equal(cm.labels['number'], mnist_labels[nonzero].repeat(4))
+    ref, _, _ = make_cmnist_noda(mnist_images.reshape(-1, 28, 28).numpy(), mnist_labels.numpy(), 1000)
+    assert torch.equal((cm.gather(torch.arange(len(cm))) * 255).round().to(torch.uint8), torch.from_numpy(ref))
+    os_ = load_data('oscn', a, 'test')
+    assert torch.equal(os_.labels['number'], cm.labels['number'])
+    assert torch.equal(os_.labels['colour'], cm.labels['colour'])
+    imgs = (os_.gather(torch.arange(len(os_))) * 255).round().to(torch.uint8).numpy()
+    assert np.array_equal(count_objects(imgs), os_.labels['number'].numpy())
+    assert 'render_oscn' in os_.source
+    assert os.path.isfile(os.path.join(data_dir, 'numbersense', 'oscn_noda2024_offline_test_n3600_seed101.pt'))
+    n, c = L.cmnist_labels(mnist_labels.numpy(), 'noda2024', 'test')
+    assert np.array_equal(n, cm.labels['number'].numpy()) and np.array_equal(c, cm.labels['colour'].numpy())
+
+
+def test_noda2024_pairs_dm2(data_dir):
+    """The authors' dm = 2: per (number, colour) both sides hold the same n items, each paired twice."""
+    a = args(data_dir, pm=2, protocol='noda2024')
+    cm = load_data('cmnist', a, 'train')
+    pairs = load_data('cmnist_oscn', a, 'train')
+    assert len(cm) == 4 * 9 * 20 and len(pairs) == 2 * len(cm)
+    idx_cm, idx_os = pairs.index
+    assert torch.equal(torch.bincount(idx_cm, minlength=len(cm)), torch.full((len(cm),), 2))
+    assert torch.equal(torch.bincount(idx_os, minlength=len(cm)), torch.full((len(cm),), 2))
+    code = cm.labels['number'] * 4 + cm.labels['colour']
+    assert torch.equal(code[idx_cm], code[idx_os])

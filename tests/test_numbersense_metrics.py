@@ -1,7 +1,7 @@
-"""Number-sense measures and statistics (src/report/numbersense_metrics.py) on
-cases with known answers, and the per-encoder analysis
-(src/report/analyse_numbersense.py) on a hand-built model whose latent
-geometry is known."""
+"""Number-sense measures (src/report/numbersense/metrics.py) on cases with
+known answers, the number classifiers' architecture, and the per-encoder
+analyses of both protocols (src/report/numbersense/analyse.py) on a
+hand-built model whose latent geometry is known."""
 import argparse
 import logging
 import math
@@ -14,9 +14,10 @@ import torch.nn as nn
 
 from src.data import TensorData
 from src.models.vae import VAE
-from src.report import numbersense_metrics as nm
-from src.report.analyse_numbersense import analyse_encoder, latent_map_figure
-
+from src.report.numbersense import metrics as nm
+from src.report.numbersense.analyse import analyse_encoder_extended, analyse_encoder_noda
+from src.report.numbersense.classifiers import EncoderClassifier, NumberClassifier, make_classifier
+from src.report.numbersense.figures import latent_map_figure
 
 # ---------------------------------------------------------------- equations
 
@@ -84,48 +85,11 @@ def test_magnitude_known_value():
             xs.append(j - i)
             ys.append(j ** 2 - i ** 2)
     mx, my = sum(xs) / 36, sum(ys) / 36
-    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
     r = sxy / math.sqrt(sum((x - mx) ** 2 for x in xs) * sum((y - my) ** 2 for y in ys))
     assert nm.magnitude(means)['r'] == pytest.approx(r, abs=1e-12)
     assert 0.5 < r < 0.95  # a real, non-trivial case
     assert nm.magnitude(np.zeros((9, 2)))['r'] is None  # all classes in one point
-
-
-# ---------------------------------------------------------------- statistics
-
-def test_mean_ci():
-    s = nm.mean_ci([1.0, 2.0, 3.0])
-    half = 4.302652729911275 / math.sqrt(3)  # t(0.975, 2) * sd 1 / sqrt(3)
-    assert (s['mean'], s['sd'], s['n']) == (2.0, 1.0, 3)
-    assert s['lo'] == pytest.approx(2 - half) and s['hi'] == pytest.approx(2 + half)
-    assert nm.mean_ci([4.0])['lo'] is None and nm.mean_ci([])['n'] == 0
-    assert nm.mean_ci([1.0, None, 3.0])['n'] == 2
-
-
-def test_welch_cohen_anova():
-    x, y = [1.0, 2.0, 3.0], [4.0, 5.0, 6.0]
-    assert nm.cohens_d(x, y) == pytest.approx(-3.0)
-    w = nm.welch(x, y)
-    assert w['t'] == pytest.approx(-3 / math.sqrt(2 / 3))  # (2 - 5) / sqrt(1/3 + 1/3)
-    assert w['df'] == pytest.approx(4.0) and w['d'] == pytest.approx(-3.0)
-    assert w['p'] == pytest.approx(0.021311641128756, rel=1e-6)
-    a = nm.anova([x, y])
-    assert a['F'] == pytest.approx(13.5)  # two groups: F = t^2 of the pooled t-test
-    assert a['eta_sq'] == pytest.approx(13.5 / 17.5) and a['df'] == [1, 4]
-    # Unequal variances: Welch's df differs from n - 2.
-    w2 = nm.welch([1.0, 2.0, 3.0, 4.0], [0.0, 10.0, 20.0])
-    vx, vy = (5 / 3) / 4, 100 / 3
-    assert w2['df'] == pytest.approx((vx + vy) ** 2 / (vx ** 2 / 3 + vy ** 2 / 2))
-    # No variance at all: the tests are undefined, not 'p = 0'.
-    assert nm.welch([1.0, 1.0], [1.0, 1.0])['p'] is None
-    assert nm.anova([[1.0, 1.0], [2.0, 2.0]])['F'] is None
-
-
-def test_one_sample_vs_chance():
-    r = nm.one_sample([0.2, 0.3, 0.4], nm.CHANCE)
-    assert r['t'] == pytest.approx((0.3 - 1 / 9) / (0.1 / math.sqrt(3)))
-    assert r['d'] == pytest.approx((0.3 - 1 / 9) / 0.1) and r['df'] == 2
-    assert nm.one_sample([0.5, 0.5, 0.5], nm.CHANCE)['p'] is None
 
 
 # ---------------------------------------------------------------- the analysis on a known model
@@ -180,12 +144,12 @@ def _data(n_per=6):
 
 def _analyse(f, tmp_path):
     vae = KnownVAE(f).eval()
-    opts = argparse.Namespace(silhouette_points=5000, seed=0, map='none', map_points=100)
+    opts = argparse.Namespace(silhouette_points=5000, seed=0, map='none', map_points=100, title='test')
     torch.manual_seed(0)
     # Prior N(0, 1) per dimension (softmax of zeros * D): noise far below the class gaps.
     prior = (vae.pz, vae.pz_params[1].detach())
-    return analyse_encoder('known', vae, {'known': vae}, _data(), {'known': NearestClassifier(f)}, prior,
-                           opts, str(tmp_path), logging.getLogger('test'))
+    return analyse_encoder_extended('known', vae, {'known': vae}, _data(), {'known': NearestClassifier(f)}, prior,
+                                    opts, str(tmp_path), logging.getLogger('test'))
 
 
 def test_additive_encoder_gives_perfect_arithmetic(tmp_path):
@@ -226,3 +190,86 @@ def test_latent_map_figure(tmp_path):
     import matplotlib.image
     img = matplotlib.image.imread(str(path))
     assert img.shape[1] > 2 * img.shape[0]  # three panels side by side
+
+
+# ---------------------------------------------------------------- the authors' measures
+
+def test_magnitude_variants_as_the_authors_transform():
+    rng = np.random.default_rng(0)
+    means = rng.normal(size=(9, 3))
+    pairs = [(i, j) for i in range(9) for j in range(i + 1, 9)]
+    diff = [abs(i - j) for i, j in pairs]
+
+    def r_of(m, dist_fn=lambda d: d):
+        dist = [dist_fn(np.linalg.norm(m[i] - m[j])) for i, j in pairs]
+        return abs(np.corrcoef(diff, dist)[0, 1])
+
+    v = nm.magnitude_variants(means)
+    assert set(v) == set(nm.MAGNITUDE_VARIANTS) and len(v) == 9
+    assert v['none']['abs_r'] == pytest.approx(r_of(means)) and v['none']['n_pairs'] == 36
+    assert v['exp_mean']['abs_r'] == pytest.approx(r_of(np.exp(means)))
+    assert v['pow_mean']['abs_r'] == pytest.approx(r_of(means ** 2))
+    assert v['logmin_mean']['abs_r'] == pytest.approx(r_of(np.log(means - means.min() + 1e-16)))
+    assert v['log_mean']['r'] is None  # log of a negative mean is NaN, as in theirs
+    assert v['log_dist']['abs_r'] == pytest.approx(r_of(means, np.log))
+    assert v['pow_dist']['abs_r'] == pytest.approx(r_of(means, np.square))
+    assert v['exp_dist']['abs_r'] == pytest.approx(r_of(means, np.exp))
+    # logmin of distances: their minimum is the zero diagonal, so log(d + 1e-16).
+    assert v['logmin_dist']['abs_r'] == pytest.approx(r_of(means, lambda d: np.log(d + 1e-16)))
+    assert v['log_mean']['abs_r'] is None
+    pos = np.abs(means) + 0.1
+    assert nm.magnitude(pos, mean_transform='log')['abs_r'] == pytest.approx(r_of(np.log(pos)))
+
+
+def test_hand_picked_equations_and_nearest_class():
+    assert len(nm.HAND_PICKED) == 10 and (1, 9, 8) in nm.HAND_PICKED and (3, 5, 2) in nm.HAND_PICKED
+    assert all(1 <= a + b - c <= 9 for a, b, c in nm.HAND_PICKED)
+    means = np.stack([np.arange(1, 10), np.zeros(9)], 1).astype(float)
+    near, dist = nm.nearest_class(means, [[4.2, 0.0], [9.6, 0.1]])
+    assert list(near) == [4, 9] and dist == pytest.approx([0.2, math.hypot(0.6, 0.1)])
+
+
+def test_confusion():
+    m = nm.confusion([1, 1, 2, 9], [1, 3, 2, 9])
+    assert np.array(m).shape == (9, 9) and m[0][0] == 1 and m[0][2] == 1 and m[8][8] == 1 and np.sum(m) == 4
+
+
+def test_classifier_architectures():
+    """noda2024: the VAE's MLP encoder (4 x 400 -> 20, location head) then Linear(20, 9)."""
+    clf = make_classifier('cmnist', 'noda2024')
+    assert isinstance(clf, EncoderClassifier) and isinstance(make_classifier('oscn', 'extended'), NumberClassifier)
+    linears = [m for m in clf.modules() if isinstance(m, nn.Linear)]
+    shapes = [(m.in_features, m.out_features) for m in linears]
+    assert shapes == [(2352, 400), (400, 400), (400, 400), (400, 400), (400, 20), (400, 20), (20, 9)]
+    x = torch.rand(5, 3, 28, 28)
+    assert torch.allclose(clf(x), clf.fc(clf.enc(x)[0]))
+    assert clf.predict(x).min() >= 1 and clf.predict(x).max() <= 9
+    assert [m.in_features for m in make_classifier('oscn', 'noda2024').modules()
+            if isinstance(m, nn.Linear)][0] == 3 * 32 * 32
+
+
+def _noda(f, tmp_path, n_train=3000, n_test=300):
+    vae = KnownVAE(f).eval()
+    opts = argparse.Namespace(seed=0, map='none', title='test')
+    prior = (vae.pz, vae.pz_params[1].detach())
+    torch.manual_seed(0)
+    return analyse_encoder_noda('known', vae, {'known': vae}, _data(n_train // 9), _data(n_test // 9),
+                                {'known': NearestClassifier(f)}, prior, opts, str(tmp_path),
+                                logging.getLogger('test'))
+
+
+def test_noda_analysis_sample_sizes(tmp_path):
+    res = _noda(lambda n: 100.0 * n, tmp_path)
+    assert res['n_items'] == 16 * 128 == 2048  # the first 16 shuffled training batches
+    assert res['decoding']['known']['n_items'] == 128  # the first shuffled test batch
+    assert np.sum(res['decoding']['known']['confusion']) == 128
+    assert res['arithmetic']['known']['n_equations'] == 408
+    assert np.sum(res['arithmetic']['known']['confusion']) == 408
+    hand = res['hand_picked']['known']
+    assert len(hand) == 10 and all(h['n_samples'] == 64 for h in hand.values())
+    # Additive latents: perfect arithmetic, and m_a + m_b - m_c is nearest the class a + b - c.
+    assert res['summary']['arithmetic_accuracy'] == 1.0 and res['summary']['reconstruction_accuracy'] == 1.0
+    assert all(h['accuracy'] == 1.0 and h['nearest_class'] == h['target'] for h in hand.values())
+    assert res['summary']['magnitude_abs_r'] == pytest.approx(1.0)
+    assert (tmp_path / 'confusion_reconstruction_known_to_known.png').stat().st_size > 0
+    assert (tmp_path / 'magnitude_known.png').stat().st_size > 0

