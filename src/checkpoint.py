@@ -19,11 +19,7 @@ import contextlib
 import datetime
 import logging
 import os
-import random
 import signal
-
-import numpy as np
-import torch
 
 from .errors import UserError
 from .files import load_torch, save_torch
@@ -38,32 +34,6 @@ def position(state):
     """Human-readable position of a checkpoint."""
     e, s = state['epoch'], state['step']
     return f'epoch {e} complete' if s == 0 else f'epoch {e + 1}, {s} training steps done'
-
-
-# ------------------------------------------------------------------ RNG states
-
-def rng_states(device):
-    np_state = np.random.get_state()  # (name, uint32 keys, pos, has_gauss, gauss): stored as plain types
-    return {
-        'torch': torch.get_rng_state(),
-        'cuda': torch.cuda.get_rng_state(device) if device.type == 'cuda' else None,
-        'numpy': [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(_plain, np_state[2:])],
-        'python': random.getstate(),
-    }
-
-
-def _plain(v):
-    return v.item() if hasattr(v, 'item') else v
-
-
-def set_rng_states(states, device):
-    torch.set_rng_state(states['torch'])
-    if device.type == 'cuda' and states.get('cuda') is not None:
-        torch.cuda.set_rng_state(states['cuda'], device)
-    name, keys, *rest = states['numpy']
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
-    v, internal, gauss = states['python']
-    random.setstate((v, tuple(internal), gauss))
 
 
 # ------------------------------------------------------------- save and load

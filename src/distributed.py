@@ -37,6 +37,8 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.distributions import Distribution
 
+from .rng import fork_rng
+
 log = logging.getLogger('mmvae')
 
 
@@ -120,7 +122,7 @@ def unused_parameters(model, objective, x, K):
     multimodal model with --learn-prior."""
     training = model.training
     model.eval()  # no BatchNorm statistics are updated; which parameters are reached does not change
-    with torch.random.fork_rng(devices=[x_device(x)] if x_device(x).type == 'cuda' else []):
+    with fork_rng(x_device(x)):
         model.zero_grad(set_to_none=True)
         objective(model, x, K).backward()
     unused = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]

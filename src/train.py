@@ -23,7 +23,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -34,6 +33,7 @@ from .files import load_json, load_torch, save_json, save_torch
 from .models import MODELS
 from .objectives import eval_objective, get_objective
 from .report import analytics
+from .rng import fork_rng, rng_states, seed_everything, set_rng_states
 from .rundir import attach_log_file, new_run_dir, read_run, write_args
 from .tracking import Tracker
 
@@ -58,16 +58,6 @@ def training_numerics(device):
         yield
     finally:
         torch.distributions.Distribution.set_default_validate_args(validate)
-
-
-def seed_everything(seed):
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-
-
-def fork_rng(device):
-    """Randomness drawn inside does not move the training RNG (figures, data caches, classifiers)."""
-    return torch.random.fork_rng(devices=[device] if device.type == 'cuda' else [])
 
 
 def set_vocab_size(args, device):
@@ -336,7 +326,7 @@ def restore(r, ckpt, ckpt_path):
     losses = ckpt['losses']
     losses.setdefault('skipped_batches', [0] * len(losses['train']))
     r.train_loader.set_state(ckpt['loader'])
-    checkpoint.set_rng_states(ckpt['rng'], r.device)
+    set_rng_states(ckpt['rng'], r.device)
     return Progress(ckpt['epoch'], ckpt['step'], ckpt['partial'], losses, checkpoint.position(ckpt))
 
 
@@ -364,11 +354,11 @@ def train_epochs(r, progress):
 
         def save_step(step, totals, epoch=epoch, t0=t0, loader_state=loader_state):
             save_checkpoint(r, progress, epoch - 1, step, dict(totals, seconds=totals['seconds'] + time.time() - t0),
-                            loader_state, checkpoint.rng_states(r.device))
+                            loader_state, rng_states(r.device))
 
         totals = train_epoch(r, epoch, save_step, progress.step, progress.partial)
         progress.step, progress.partial = 0, None
-        rng_after_training = checkpoint.rng_states(r.device)
+        rng_after_training = rng_states(r.device)
         try:
             test_loss = test_epoch(r.model, r.test_loader, r.test_objective, r.args.K, stopper=r.stopper)
         except Stop:
@@ -394,7 +384,7 @@ def end_epoch(r, progress, epoch, totals, test_loss, seconds):
             save_weights(r.model, r.dir)
             save_json(losses, os.path.join(r.dir, 'losses.json'))
             r.tracker.epoch(epoch, losses, epoch * len(r.train_loader))
-    save_checkpoint(r, progress, epoch, 0, None, r.train_loader.get_state(), checkpoint.rng_states(r.device))
+    save_checkpoint(r, progress, epoch, 0, None, r.train_loader.get_state(), rng_states(r.device))
     progress.epoch = epoch
     log.info(f'====> epoch {epoch:3d}  train loss {losses["train"][-1]:10.4f}  test loss {test_loss:10.4f}  '
              f'({losses["epoch_seconds"][-1]:.1f} s)')
@@ -426,7 +416,7 @@ def finish(r, progress):
         if r.main:
             with writing(r, progress):
                 save_json({'K': LOGP_K, 'test_log_likelihood': logp}, os.path.join(r.dir, 'logp.json'))
-    save_checkpoint(r, progress, progress.epoch, 0, None, r.train_loader.get_state(), checkpoint.rng_states(r.device),
+    save_checkpoint(r, progress, progress.epoch, 0, None, r.train_loader.get_state(), rng_states(r.device),
                     finished=True)
 
 

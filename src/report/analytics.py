@@ -21,7 +21,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from src.files import save_figure, save_json  # noqa: E402
 from src.objectives import kl_divergence  # noqa: E402
-from src.report.metrics import fork_rng  # noqa: E402
+from src.rng import fork_rng  # noqa: E402
 
 ANALYTICS_K = 10  # samples per item, as the released analyse()
 
