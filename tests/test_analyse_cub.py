@@ -25,10 +25,10 @@ from src.report import analyse_cub
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = ['--offline', '--epochs', '1', '--batch-size', '40', '--K', '2', '--obj', 'dreg', '--looser',
          '--latent-dim', '8', '--no-analytics', '--learn-prior']
-# image-span: the released eigenproblem without its 2,000-odd directions that carry no variance on 8
-# training birds (the full 2,064-d eig takes minutes; tests/test_cca.py checks both solvers)
+# span: the released eigenproblem without its 2,000-odd directions that carry no variance on 8 training
+# birds (the full 2,064-d eig takes minutes; tests/test_cca.py checks both solvers)
 TINY = ['--fasttext-dim', '16', '--fasttext-bucket', '2000', '--cca-dim', '6', '--joint-samples', '6',
-        '--batch-size', '10', '--cca', 'image-span']
+        '--batch-size', '10', '--cca', 'span']
 
 
 @pytest.fixture(scope='module')
@@ -119,8 +119,9 @@ def test_analyse_cubIS(runs):
     assert out['stand_in_image_features'] and 'stand-in' in out['image_features']
     assert out['offline_data'] and not out['reused_embeddings'] and not out['untrained_model']
     assert out['artefacts'] == {k: 'computed' for k in ('word_vectors', 'sif_weights', 'first_component', 'cca')}
-    assert out['settings']['cca'] == 'image-span' and out['settings']['sif_a'] == 1e-3
-    assert out['settings']['sentence_splitter'] and out['cca_degenerate_directions'] <= 1
+    assert out['settings']['cca'] == 'span' and out['settings']['sif_a'] == 1e-3
+    assert out['settings']['sentence_splitter'] and out['cca_degenerate_directions'] == 0
+    assert 1 <= out['cca_dim_used'] <= 6 and len(out['cca_eigenvalues']) == out['cca_dim_used']
     saved = json.load(open(os.path.join(runs['cubIS'], 'analyse_cub.json')))
     assert saved['scores'] == s
     log = open(os.path.join(runs['cubIS'], 'analyse_cub.log')).read()

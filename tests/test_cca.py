@@ -1,5 +1,5 @@
 """CCA of the CUB coherence metric (src/report/cca.py): the released solver (unit-norm stacked
-eigenvectors of A w = lambda B w), its image-span variant, the unit-variance variant, the cosine score;
+eigenvectors of A w = lambda B w), its variant in the span of the data, the unit-variance variant, the cosine score;
 against independent computations (whitening + SVD, numpy by hand)."""
 
 import numpy as np
@@ -105,31 +105,38 @@ def test_released_score_by_hand(views):
     assert abs(other - mean) > 0.01
 
 
-def test_image_span_leaves_out_directions_without_variance(views):
+def test_span_leaves_out_directions_without_variance(views):
     X, Y = views
     full = R.fit_released(X, Y, k=5)
-    same = R.fit_released(X, Y, k=5, image_span=True)      # X spans all 12 dimensions: the released problem
+    same = R.fit_released(X, Y, k=5, in_span=True)      # both views span all dimensions: the released problem
     np.testing.assert_allclose(same.corrs, full.corrs, atol=1e-8)
     sign = np.sign((same.wx * full.wx).sum(0))
     np.testing.assert_allclose(same.wx * sign, full.wx, atol=1e-6)
     np.testing.assert_allclose(same.wy * sign, full.wy, atol=1e-6)
-    # 40 images of 60-d features (fewer images than dimensions), 10 captions each
+    # 40 images of 60-d features (fewer images than dimensions), 10 captions each; the text view without
+    # one direction, as after the removal of the first component
     rng = np.random.default_rng(3)
     F = rng.normal(size=(40, 60))
     image_of = np.repeat(np.arange(40), 10)
     Yr = F[image_of][:, :5] @ rng.normal(size=(5, 6)) + rng.normal(size=(400, 6))
+    v = rng.normal(size=6)
+    v /= np.linalg.norm(v)
+    Yr -= np.outer(Yr @ v, v)
     released = R.fit_released(F, Yr, k=3, image_of=image_of)
     assert R.degenerate(released.corrs) == 3                # eigenvalue 1 (or inf) directions first
-    px = (F[image_of] - released.mean_x) @ released.wx
-    np.testing.assert_allclose(px, 0, atol=1e-6)            # they carry no training variance
-    spanned = R.fit_released(F, Yr, k=3, image_of=image_of, image_span=True)
+    px, py = R.cca_project(released, F[image_of], Yr)
+    np.testing.assert_allclose(px, 0, atol=1e-6)            # ... that carry no training variance
+    spanned = R.fit_released(F, Yr, k=3, image_of=image_of, in_span=True)
     assert R.degenerate(spanned.corrs) == 0
-    Q = np.linalg.svd(F - F.mean(0), full_matrices=False)[2][:39].T   # the 39-d span of the centred images
-    s, ref = stacked_reference(F[image_of] @ Q, Yr, 3)
+    Qx = np.linalg.svd(F - F.mean(0), full_matrices=False)[2][:39].T   # the 39-d span of the centred images
+    Qy = np.linalg.svd(Yr - Yr.mean(0), full_matrices=False)[2][:5].T  # the 5-d span of the text view
+    s, ref = stacked_reference(F[image_of] @ Qx, Yr @ Qy, 3)
     np.testing.assert_allclose(spanned.corrs, s, atol=1e-6)
-    w = np.concatenate([Q.T @ spanned.wx, spanned.wy])
+    w = np.concatenate([Qx.T @ spanned.wx, Qy.T @ spanned.wy])
     np.testing.assert_allclose(w * np.sign((w * ref).sum(0)), ref, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(np.concatenate([spanned.wx, spanned.wy]), axis=0), 1, atol=1e-10)
+    # k is at most the smaller span
+    assert R.fit_released(F, Yr, k=6, image_of=image_of, in_span=True).wx.shape == (60, 5)
 
 
 def test_cca_accepts_float32_and_torch(views):

@@ -24,7 +24,7 @@ paper): the same items with the pairs shuffled.
 --cca-emb DIR reads the authors' CCA_emb.zip content instead of computing
 (src/report/cca_emb.py). Without it, what is computed is cached under
 <data-dir>/cub[_offline]/cache/analyse_cub/ (--reuse-embeddings loads it). Variants:
---cca image-span / unit-variance. --untrained scores a freshly initialised model of the
+--cca span / unit-variance. --untrained scores a freshly initialised model of the
 run's configuration (a baseline). Writes <RUN>/analyse_cub[_untrained].json and .log.
 """
 import argparse
@@ -49,7 +49,7 @@ from src.report import cca_emb, sif
 from src.report.runs import add_run_flags, analysis_logger, device_from, load_run, run_script, save_results
 
 RUN_MODELS = ('cubIS', 'cubISft')
-CCA_METHODS = ('released', 'image-span', 'unit-variance')
+CCA_METHODS = ('released', 'span', 'unit-variance')
 VERSION = 2  # of the cached embedder and CCA
 
 
@@ -67,9 +67,10 @@ def parse_args(argv=None):
     p.add_argument('--untrained', action='store_true',
                    help="score a freshly initialised model of the run's configuration instead of its weights")
     p.add_argument('--cca', choices=CCA_METHODS, default='released',
-                   help="released: scipy.linalg.eig, unit-norm stacked eigenvectors; image-span: the same in the "
-                        "span of the training image features (leaves out the eigenvalue-1 directions without "
-                        "training variance); unit-variance: eigh, unit-variance directions, relative ridge")
+                   help="released: scipy.linalg.eig, unit-norm stacked eigenvectors; span: the same in the span of "
+                        "each view's training data (leaves out the eigenvalue-1 directions without training "
+                        "variance; k at most the smaller span); unit-variance: eigh, unit-variance directions, "
+                        "relative ridge")
     p.add_argument('--cca-dim', type=int, default=40, help='CCA components k')
     p.add_argument('--joint-samples', type=int, default=1000, help='joint-prior samples for the joint score')
     p.add_argument('--batch-size', type=int, default=256, help='test pairs per batch (the last partial one dropped)')
@@ -125,7 +126,7 @@ def compute_word_vectors(cmd, i2w, sentences, log):
 def fit_cca(cmd, feats, image_of, emb):
     if cmd.cca == 'unit-variance':
         return CCA.fit_unit_variance(feats, emb, cmd.cca_dim, image_of)
-    return CCA.fit_released(feats, emb, cmd.cca_dim, image_of, image_span=cmd.cca == 'image-span')
+    return CCA.fit_released(feats, emb, cmd.cca_dim, image_of, in_span=cmd.cca == 'span')
 
 
 def compute_pieces(cmd, args, found, train_ids, train_feats, log):
@@ -155,7 +156,7 @@ def compute_pieces(cmd, args, found, train_ids, train_feats, log):
         t = time.time()
         image_of = torch.arange(len(train_ids)) // CAPTIONS_PER_IMAGE
         p['cca'], how['cca'] = fit_cca(cmd, train_feats, image_of, embedder(train_ids)), 'computed'
-        log.info(f'CCA ({cmd.cca}, k = {cmd.cca_dim}) on the {len(train_ids):,} training pairs: '
+        log.info(f'CCA ({cmd.cca}, k = {p["cca"].wx.shape[1]}) on the {len(train_ids):,} training pairs: '
                  f'{time.time() - t:.1f} s')
     return p, how
 
@@ -310,8 +311,8 @@ def log_cca(fit, out, log):
     if n_bad:
         log.info(f'WARNING: {n_bad} of the {len(fit.corrs)} CCA eigenvalues are 1 or more, or not finite: directions '
                  f'without training variance in one view (the text view always has one, the first component '
-                 f'removed from every embedding, which projects every item to 0). More than that means the image '
-                 f'features span fewer dimensions than they have (--cca image-span leaves them out)')
+                 f'removed from every embedding, which projects every item to 0). More than that means that a '
+                 f'view spans fewer dimensions than it has (--cca span leaves them out)')
 
 
 def main(argv=None):
@@ -345,6 +346,7 @@ def main(argv=None):
            'reused_embeddings': all(v.startswith('reused') for v in how.values()),
            'batch_size': cmd.batch_size, 'max_batches': cmd.max_batches, 'joint_samples': cmd.joint_samples}
     log.info('metric pieces: ' + '; '.join(f'{k.replace("_", " ")}: {v}' for k, v in how.items()))
+    out['cca_dim_used'] = int(fit.wx.shape[1])
     log_cca(fit, out, log)
     scorer = Scorer(args.model, embedder, fit, net)
 

@@ -11,13 +11,15 @@ the training means removed.
 
 The unit norm of the stacked eigenvector fixes the scale of each component, and the
 cosine similarity depends on it. Variants, by flag:
-- image_span=True: the same eigenproblem solved in the span of the centred training
-  image features. Where the features span fewer dimensions than they have (fewer
-  training images than dimensions, as in the offline set), every direction outside
-  that span is an eigenvector of A w = lambda B w with eigenvalue 1 (or infinite,
-  numerically) that carries no training variance, and the released solver takes
-  those first; here they are left out. Where the features span all their dimensions
-  (real CUB: 8,855 images, 2,048 dimensions) it is the released problem.
+- in_span=True: the same eigenproblem solved in the span of each view's centred training
+  data (the directions whose standard deviation exceeds 1e-6 of the largest one). Every
+  direction without training variance in a view is an eigenvector of A w = lambda B w
+  with eigenvalue 1 (or infinite, numerically) that projects the training data to 0,
+  and the released solver takes those first. The text view always has one (the first
+  component removed from every embedding); the image view has them when the features
+  span fewer dimensions than they have. Here they are left out, and k is at most the
+  smaller span. Where each view spans all its dimensions but that one, it is the
+  released problem with the removed component's place taken by the next direction.
 - `fit_unit_variance`: canonical directions scaled to unit variance on the training
   data, from the symmetric solver scipy.linalg.eigh with a ridge relative to each
   view's scale (this project's earlier metric).
@@ -60,19 +62,21 @@ def covariances(X, Y, image_of=None):
     return mx, my, (Xc.T * counts) @ Xc / (n - 1), Yc.T @ Yc / (n - 1), Xc.T @ Ysum / (n - 1)
 
 
-def span(X, mean, image_of=None, rtol=1e-10):
-    """Orthonormal basis (dx, r) of the span of the centred rows of X that are used."""
-    used = np.unique(image_of) if image_of is not None else slice(None)
-    _, sv, vt = np.linalg.svd(_f64(X)[used] - mean, full_matrices=False)
-    return vt[sv > sv[0] * rtol].T
+def span(C, rtol=1e-6):
+    """Orthonormal basis (d, r) of the directions of a covariance matrix C whose standard deviation
+    exceeds rtol times the largest one."""
+    var, vecs = np.linalg.eigh(C)
+    return vecs[:, var > var.max() * rtol ** 2][:, ::-1]
 
 
-def fit_released(X, Y, k=40, image_of=None, eps=1e-12, image_span=False):
-    """The released CCA (module docstring); image_span=True solves it in the span of the centred X."""
+def fit_released(X, Y, k=40, image_of=None, eps=1e-12, in_span=False):
+    """The released CCA (module docstring); in_span=True solves it in the span of each view."""
     mx, my, Cxx, Cyy, Cxy = covariances(X, Y, image_of)
-    Q = span(X, mx, image_of) if image_span else None
-    if Q is not None:
-        Cxx, Cxy = Q.T @ Cxx @ Q, Q.T @ Cxy
+    Qx = Qy = None
+    if in_span:
+        Qx, Qy = span(Cxx), span(Cyy)
+        Cxx, Cyy, Cxy = Qx.T @ Cxx @ Qx, Qy.T @ Cyy @ Qy, Qx.T @ Cxy @ Qy
+        k = min(k, Cxy.shape[0], Cxy.shape[1])
     dx, dy = Cxy.shape
     if not 1 <= k <= min(dx, dy):
         raise ValueError(f'k={k} must be in [1, {min(dx, dy)}] (the dimensions of the two views)')
@@ -84,8 +88,8 @@ def fit_released(X, Y, k=40, image_of=None, eps=1e-12, image_span=False):
     values, vectors = scipy.linalg.eig(A, B)  # unit-norm eigenvectors
     top = np.argsort(values)[::-1][:k]  # numpy's order of complex numbers, as released
     w = vectors[:, top].real
-    wx = w[:dx] if Q is None else Q @ w[:dx]
-    return CCA(mx, my, wx, w[dx:], values[top].real)
+    wx, wy = (w[:dx], w[dx:]) if Qx is None else (Qx @ w[:dx], Qy @ w[dx:])  # orthonormal Q: norms kept
+    return CCA(mx, my, wx, wy, values[top].real)
 
 
 def fit_unit_variance(X, Y, k=40, image_of=None, reg=1e-6):
