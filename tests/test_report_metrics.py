@@ -49,15 +49,30 @@ def test_joint_coherence_disagreeing_classifiers_is_0():
 
 
 def test_joint_coherence_against_hand_count():
-    """Classifier 2 always says 0: agreement = how often classifier 1 says 0, counted on the same draws."""
+    """Classifier 2 always says 0: agreement = how often classifier 1 says 0, counted on the same draws,
+    drawn by hand in one batch of n as the released script does (batches of 1000 draw the same samples)."""
     clf = lambda x: x[:, :10]  # noqa: E731
     zero = lambda x: torch.eye(10)[0].expand(len(x), 10)  # noqa: E731
     torch.manual_seed(3)
     got = Mx.joint_coherence(IdentityDecoders(), [clf, zero], n=1500, batch_size=1000)
     torch.manual_seed(3)
-    z = torch.cat([dist.Normal(torch.zeros(1, 10), torch.ones(1, 10)).rsample([b]).squeeze(1) for b in (1000, 500)])
+    z = dist.Normal(torch.zeros(1, 10), torch.ones(1, 10)).sample([1500]).squeeze(1)
     assert got == pytest.approx(100.0 * (z.argmax(-1) == 0).float().mean().item())
     assert 3 < got < 20  # about 10 %, a real count and not a constant
+
+
+def test_joint_coherence_laplace_prior_batches_draw_the_released_single_batch():
+    """The MNIST-SVHN prior is a Laplace: n draws in batches are the n draws of one batch (CPU)."""
+    model = IdentityDecoders()
+    model.pz, model.pz_params = dist.Laplace, (torch.zeros(1, 10), torch.full((1, 10), 0.7))
+    first = lambda x: x[:, :10]  # noqa: E731
+    coin = lambda x: x[:, :10] * torch.tensor([1.0] * 5 + [-1.0] * 5)  # noqa: E731  agrees when a max is in 0..4
+    torch.manual_seed(11)
+    got = Mx.joint_coherence(model, [first, coin], n=2345, batch_size=1000)
+    torch.manual_seed(11)
+    z = dist.Laplace(*model.pz_params).sample([2345]).squeeze(1)
+    assert got == pytest.approx(100.0 * (first(z).argmax(-1) == coin(z).argmax(-1)).float().mean().item())
+    assert 20 < got < 80
 
 
 class PairedInputModel:
@@ -74,7 +89,7 @@ def test_cross_coherence_with_perfect_decoders_is_the_classifiers_accuracy():
     x = [torch.randn(300, 6), torch.randn(300, 8)]
     y = nets[0](x[0]).argmax(-1)
     y[::3] = torch.randint(0, 10, (100,))  # some wrong: the accuracies are not 100 %
-    own = [Mx.accuracy(net(xd), y) for net, xd in zip(nets, x)]
+    own = [Mx.accuracy(net(xd), y) for net, xd in zip(nets, x, strict=True)]
     assert 20 < own[0] < 100 and own[1] < 40
     batches = [([x[0][i:i + 64], x[1][i:i + 64]], y[i:i + 64]) for i in range(0, 300, 64)]
     mat = Mx.cross_coherence(PairedInputModel(), batches, nets)
@@ -107,6 +122,36 @@ def test_latent_accuracy_separable_latents_near_100_and_label_free_latents_near_
     noise_tr, noise_te = torch.randn(2000, 10, generator=g), torch.randn(1000, 10, generator=g)
     acc, _ = Mx.latent_accuracy(IdentityEncoder(), noise_tr, y_tr, noise_te, y_te, epochs=5, seed=1, lr=0.05)
     assert acc < 20
+
+
+def test_latent_accuracy_on_pairs_by_hand():
+    """Items given as rows into the images (a pairing index) against a by-hand loop over the
+    materialised pairs: a fresh permutation each epoch, the last partial batch, one Laplace
+    sample per item and step, one Adam step per batch, one sample per test item."""
+    g = torch.Generator().manual_seed(4)
+    x_tr, x_te = torch.randn(6, 3, generator=g), torch.randn(4, 3, generator=g)
+    rows_tr, rows_te = torch.tensor([0, 1, 2, 3, 4, 5, 2, 0, 5, 1, 3]), torch.tensor([3, 0, 1, 2, 0, 3, 1])
+    y_tr, y_te = torch.randint(0, 10, (11,), generator=g), torch.randint(0, 10, (7,), generator=g)
+    acc, clf = Mx.latent_accuracy(IdentityEncoder(), x_tr, y_tr, x_te, y_te, epochs=2, batch_size=4, seed=9,
+                                  lr=0.1, train_rows=rows_tr, test_rows=rows_te)
+    torch.manual_seed(9)
+    order = torch.Generator().manual_seed(9)
+    lin = nn.Linear(3, 10)
+    opt = torch.optim.Adam(lin.parameters(), lr=0.1)
+    pairs = x_tr[rows_tr]  # the paired training set, one row per pair
+    for _ in range(2):
+        perm = torch.randperm(11, generator=order)
+        for start in (0, 4, 8):  # batches of 4, 4 and 3
+            idx = perm[start:start + 4]
+            z = dist.Laplace(pairs[idx], 0.1).sample()
+            opt.zero_grad()
+            nn.functional.cross_entropy(lin(z), y_tr[idx]).backward()
+            opt.step()
+    with torch.no_grad():
+        z = dist.Laplace(x_te[rows_te], 0.1).sample()
+        hand = 100.0 * (lin(z).argmax(-1) == y_te).float().mean().item()
+    assert torch.allclose(clf.weight, lin.weight) and torch.allclose(clf.bias, lin.bias)
+    assert acc == pytest.approx(hand)
 
 
 # ---------------------------------------------------------------- log-likelihoods
@@ -215,7 +260,7 @@ def test_mmvae_joint_term_equals_m_iwae_and_hand_computed_terms():
         assert O.m_iwae(model, xs, K).item() == pytest.approx(t['joint'].sum().item(), rel=1e-5)
     torch.manual_seed(5)
     with torch.no_grad():  # by hand, with the same samples: cross[1][0] and marginal[0]
-        qs = [v.qz_x(*v.enc(x)) for v, x in zip(model.vaes, xs)]
+        qs = [v.qz_x(*v.enc(x)) for v, x in zip(model.vaes, xs, strict=True)]
         zs = [q.rsample([K]) for q in qs]
         pz = model.pz(*model.pz_params)
         lpx0 = [model.vaes[0].decode(z).log_prob(xs[0]).flatten(2).sum(-1) for z in zs]

@@ -18,7 +18,6 @@ from src.models import MODELS
 from src.report import analyse_ms, calculate_likelihoods
 from src.report import classifiers as C
 from src.report.runs import run_script
-from src.data.tensors import TensorData
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOGP_K = 3
@@ -46,6 +45,7 @@ def script(name, *argv, module=False):
     return subprocess.run(cmd + list(argv), cwd=REPO, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_training_writes_analytics_loss_curve_and_logp(trained_run):
     figs = os.listdir(os.path.join(trained_run, 'figures'))
     assert {'emb_umap_001.png', 'kl_distance_001.png', 'losses.png'} <= set(figs)
@@ -59,7 +59,7 @@ def test_training_writes_analytics_loss_curve_and_logp(trained_run):
     assert len(kl) == 3 and all(v['n_items'] == 64 and len(v['median']) == 20 for v in kl.values())
     v = kl['KL(q(z|mnist) || p(z))']
     assert min(v['min']) >= 0 and all(a <= b <= c <= d <= e for a, b, c, d, e in
-                                      zip(v['min'], v['q1'], v['median'], v['q3'], v['max']))
+                                      zip(v['min'], v['q1'], v['median'], v['q3'], v['max'], strict=True))
 
     with open(os.path.join(trained_run, 'logp.json')) as f:
         logp = json.load(f)
@@ -72,6 +72,7 @@ def test_training_writes_analytics_loss_curve_and_logp(trained_run):
         assert f'test log-likelihood (IWAE, K = {LOGP_K})' in f.read()
 
 
+@pytest.mark.slow
 def test_no_analytics_skips_umap_but_draws_the_loss_curve(offline_data_dir, tmp_path):
     rc = main_py.main(['--model', 'mnist', '--offline', '--epochs', '1', '--K', '1', '--batch-size', '500',
                        '--no-analytics', '--out-dir', str(tmp_path), '--data-dir', offline_data_dir])
@@ -82,11 +83,12 @@ def test_no_analytics_skips_umap_but_draws_the_loss_curve(offline_data_dir, tmp_
     assert not os.path.exists(os.path.join(run, 'analytics'))
 
 
+@pytest.mark.slow
 def test_scripts_end_to_end(trained_run):
     r = script('calculate_likelihoods', '--save-dir', trained_run, '--iwae-samples', '4', '--max-items', '60',
                '--chunk-items', '25')
     assert r.returncode == 0, r.stderr
-    r = script('analyse_ms', '--save-dir', trained_run, '--latent-epochs', '1', '--classifier-epochs', '1',
+    r = script('analyse_ms', '--save-dir', trained_run, '--latent-epochs', '1', '--classifier-epochs', '2',
                '--batch-size', '64', '--joint-samples', '1500', '--max-items', '300', module=True)
     assert r.returncode == 0, r.stderr
 
@@ -107,8 +109,9 @@ def test_scripts_end_to_end(trained_run):
     assert len(pcts) == 7 and all(0 <= p <= 100 for p in pcts)
     assert set(ms['cross_coherence']) == {'mnist->svhn', 'svhn->mnist'}
     assert ms['joint_coherence_samples'] == 1500 and '300 of 1,000 pairs' in ms['cross_coherence_test_set']
-    # the digit CNNs learn in one epoch: far above chance
-    assert ms['classifiers']['mnist']['test_accuracy'] > 40 and ms['classifiers']['svhn']['test_accuracy'] > 60
+    # the digit CNNs learn in two epochs over the 4,000 pairs (pair multiplier 1): far above chance
+    assert ms['classifiers']['mnist']['test_accuracy'] > 30 and ms['classifiers']['svhn']['test_accuracy'] > 30
+    assert ms['protocol'].startswith('shortened') and ms['budget']['classifier_epochs'] == 2
 
     # each analysis has its own log, and neither overwrote the other or run.log
     logs = {n: open(os.path.join(trained_run, n)).read() for n in ('likelihoods.log', 'analyse_ms.log', 'run.log')}
@@ -117,33 +120,21 @@ def test_scripts_end_to_end(trained_run):
     assert 'coherence' not in logs['likelihoods.log'] and '====> epoch   1' in logs['run.log']
     assert 'OFFLINE' in logs['likelihoods.log'] and 'OFFLINE' in logs['analyse_ms.log']
 
-    # the classifiers are cached under the data dir, keyed by data source; a second analysis finds them
+    # the classifiers are cached under the data dir, keyed by data, pairing and budget; a second analysis
+    # (here: a direct call with the same paired items) finds them
     with open(os.path.join(trained_run, 'args.json')) as f:
         data_dir = json.load(f)['flags']['data_dir']
     for m in ('mnist', 'svhn'):
         info = ms['classifiers'][m]
-        assert info['trained_now'] and info['path'] == C.cache_path(data_dir, True, m, 1)
+        assert info['trained_now'] and os.path.isfile(info['path']) and info['epochs'] == 2
         assert os.sep + os.path.join('classifiers', 'offline') + os.sep in info['path']
-    args = argparse.Namespace(data_dir=data_dir, offline=True)
-    train, test = [load_data('mnist', args, split) for split in ('train', 'test')]
-    net, again = C.load_or_train('mnist', train, test, data_dir, True, epochs=1)
-    assert not again['trained_now'] and again['test_accuracy'] == ms['classifiers']['mnist']['test_accuracy']
-    assert C.test_accuracy(net, test.gather(torch.arange(len(test))), test.labels['digit']) == \
-        pytest.approx(again['test_accuracy'])
-
-
-def test_classifier_cache_is_per_data_source(tmp_path):
-    assert C.cache_path('d', True, 'mnist', 3) != C.cache_path('d', False, 'mnist', 3)
-    g = torch.Generator().manual_seed(0)
-    imgs = (torch.rand(40, 1, 28, 28, generator=g) * 255).to(torch.uint8)
-    labels = torch.arange(40) % 10
-    a = TensorData([imgs], {'digit': labels}, source='source A')
-    net, info = C.load_or_train('mnist', a, a, str(tmp_path), True, epochs=1)
-    assert info['trained_now']
-    assert not C.load_or_train('mnist', a, a, str(tmp_path), True, epochs=1)[1]['trained_now']
-    b = TensorData([imgs], {'digit': labels}, source='source B')  # e.g. the stand-in generator changed
-    net_b, info_b = C.load_or_train('mnist', b, b, str(tmp_path), True, epochs=1)
-    assert info_b['trained_now'] and torch.load(info_b['path'])['source'] == 'source B'
+    args = argparse.Namespace(data_dir=data_dir, offline=True, pair_multiplier=1)
+    train, test = [C.modality_items(load_data('mnist_svhn', args, split), 0, split) for split in ('train', 'test')]
+    info = ms['classifiers']['mnist']
+    train.description = info['train_set']
+    net, again = C.load_or_train('mnist', info['source'], train, test, data_dir, True, epochs=2, batch_size=64)
+    assert not again['trained_now'] and again['path'] == info['path']
+    assert again['test_accuracy'] == pytest.approx(info['test_accuracy'])
 
 
 def fake_run(tmp_path, data_dir, model='mnist', files=('args.json', 'model.pt')):
@@ -159,17 +150,20 @@ def fake_run(tmp_path, data_dir, model='mnist', files=('args.json', 'model.pt'))
     return str(run)
 
 
+@pytest.mark.slow
 def test_unimodal_run(offline_data_dir, tmp_path):
     run = fake_run(tmp_path, offline_data_dir, 'mnist')
     lik = calculate_likelihoods.main(['--save-dir', run, '--iwae-samples', '3', '--max-items', '20'])
     assert lik['n_items'] == 20 and math.isfinite(lik['log_likelihood']) and lik['test_set'] == 'test set'
     out = analyse_ms.main(['--save-dir', run, '--latent-epochs', '1'])
     assert list(out['latent_accuracy']) == ['mnist'] and 0 <= out['latent_accuracy']['mnist'] <= 100
+    assert out['latent_accuracy_setup']['mnist']['epochs'] == 10  # 10x for unimodal runs, as released
     assert 'cross_coherence' not in out and 'joint_coherence' not in out
     assert 'do not apply' in open(os.path.join(run, 'analyse_ms.log')).read()
     assert os.path.isfile(os.path.join(run, 'likelihoods.json'))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['calculate_likelihoods', 'analyse_ms'])
 def test_bad_save_dir_is_a_clear_error(name, tmp_path, monkeypatch, capsys):
     r = script(name, '--save-dir', str(tmp_path / 'nope'))  # as a user runs it

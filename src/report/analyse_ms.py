@@ -1,19 +1,23 @@
-"""MNIST-SVHN analysis of a trained run (SPEC section 6; paper Table 2).
+"""MNIST-SVHN analysis of a trained run (paper section 4.1, Table 2).
 
     python src/report/analyse_ms.py --save-dir RUN
 
-- latent accuracy: a linear classifier D -> 10 trained on reparameterised
-  samples of each unimodal encoder (unpaired training images, a fresh sample
-  per item and epoch), tested on one sample per unpaired test image;
-- digit classifiers: one small CNN per modality, trained once on the unpaired
-  training images and cached under <data-dir>/classifiers/ (real and offline
-  data never share one); their own test accuracy is printed;
-- cross coherence, both directions, on the run's paired test set: encode one
-  modality (one sample), decode the other (decoder mean), classify, compare
-  with the pair's digit;
-- joint coherence: joint-prior samples decoded into both modalities; the
-  percent where the two classifiers agree.
-Unimodal mnist / svhn runs get the latent accuracy only.
+By default this computes what the released src/report/analyse_ms.py computes:
+- latent accuracy: for each unimodal encoder, a linear classifier D -> 10
+  (Adam, lr 1e-3, batches of 256) trained for 30 epochs over the run's paired
+  training set on z ~ q(z|x) (one fresh sample per pair and epoch), tested on
+  one sample per pair of the paired test set. Unimodal mnist / svhn runs: 10x
+  the epochs over their own training set, as the released script;
+- digit classifiers: one small CNN per modality, 30 epochs over the paired
+  training set (its images of that modality), tested on the paired test set;
+  cached under <data-dir>/classifiers/ keyed by data, pairing and budget;
+- cross coherence, both directions, on every pair of the paired test set:
+  encode one modality (one sample), decode the other (decoder mean), classify,
+  compare with the pair's digit;
+- joint coherence: 10,000 samples of the (learnt) prior decoded into both
+  modalities (decoder means); the percent where the two classifiers agree.
+Quicker checks (fewer epochs or items) and the unpaired variant are flags;
+the JSON records the budget used and whether it is the released protocol.
 Writes <RUN>/analyse_ms.json and <RUN>/analyse_ms.log.
 """
 import argparse
@@ -28,112 +32,162 @@ from src.report.metrics import cross_coherence, joint_coherence, latent_accuracy
 from src.report.runs import add_run_flags, analysis_logger, device_from, load_run, run_script, save_results
 
 MODELS = ('mnist_svhn', 'mnist', 'svhn')
+RELEASED = {'latent_epochs': 30, 'classifier_epochs': 30, 'joint_samples': 10000, 'batch_size': 256,
+            'train_items': 0, 'max_items': 0, 'unpaired': False}
+UNIMODAL_EPOCH_FACTOR = 10  # released: "mnist-svhn has more examples (roughly x10)"
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument('--save-dir', required=True, help='run directory written by main.py (mnist_svhn, mnist or svhn)')
-    p.add_argument('--latent-epochs', type=int, default=30,
-                   help='epochs of the linear latent classifiers over the unpaired training images (30 as in the '
-                        'released analyse_ms.py, whose epochs ran over the paired loader, so each image was seen '
-                        'pair-multiplier times more)')
-    p.add_argument('--classifier-epochs', type=int, default=30,
-                   help='epochs of the digit CNNs over the unpaired training images, trained once per value and '
-                        'data source, then cached (30 as in the released analyse_ms.py; see --latent-epochs)')
-    p.add_argument('--joint-samples', type=int, default=10000, help='prior samples for the joint coherence')
-    p.add_argument('--batch-size', type=int, default=256, help='batch size of training and evaluation (released: 256)')
-    p.add_argument('--max-items', type=int, default=0,
-                   help='cross coherence on N evenly spaced paired test items (they span all classes; 0: all)')
+    p.add_argument('--latent-epochs', type=int, default=RELEASED['latent_epochs'],
+                   help='epochs of the linear latent classifiers over the paired training set (released: 30; '
+                        f'unimodal runs: {UNIMODAL_EPOCH_FACTOR}x this over their own training set, as released)')
+    p.add_argument('--classifier-epochs', type=int, default=RELEASED['classifier_epochs'],
+                   help='epochs of the digit CNNs over the paired training set (released: 30); cached per budget')
+    p.add_argument('--train-items', type=int, default=RELEASED['train_items'],
+                   help='quick check: train the latent and digit classifiers on N evenly spaced items of the '
+                        'training set (0: all, as released)')
+    p.add_argument('--unpaired', action='store_true',
+                   help='variant: train and test the latent and digit classifiers on the unpaired images of each '
+                        'modality (every image once per epoch: all SVHN training images, pair-multiplier times '
+                        'fewer updates) instead of the paired sets the released script uses')
+    p.add_argument('--joint-samples', type=int, default=RELEASED['joint_samples'],
+                   help='prior samples for the joint coherence (released: 10000)')
+    p.add_argument('--batch-size', type=int, default=RELEASED['batch_size'],
+                   help='batch size of training and evaluation (released: 256)')
+    p.add_argument('--max-items', type=int, default=RELEASED['max_items'],
+                   help='quick check: cross coherence on N evenly spaced paired test items (0: all, as released)')
     add_run_flags(p, "where the data and the cached classifiers are (default: the run's --data-dir)")
     a = p.parse_args(argv)
     for flag in ('latent_epochs', 'classifier_epochs', 'joint_samples', 'batch_size'):
         if getattr(a, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be a positive integer, got {getattr(a, flag)}")
-    if a.max_items < 0:
-        raise UserError(f'--max-items must be >= 0 (0: all), got {a.max_items}')
+    for flag in ('max_items', 'train_items'):
+        if getattr(a, flag) < 0:
+            raise UserError(f"--{flag.replace('_', '-')} must be >= 0 (0: all), got {getattr(a, flag)}")
     return a
 
 
-def all_items(data):
-    return data.gather(torch.arange(len(data), device=data.sources[0].device)), data.labels['digit']
+def released_protocol(cmd):
+    """'released' when every budget flag has the released value, else the flags that differ."""
+    diff = [f"--{k.replace('_', '-')} {getattr(cmd, k)}" for k, v in RELEASED.items() if getattr(cmd, k) != v]
+    return 'released' if not diff else 'shortened or variant: ' + ', '.join(diff)
+
+
+def modality_sets(args, model, device, unpaired):
+    """{name: (train Items, test Items)}: the run's paired sets (as released), or each modality's unpaired
+    images (--unpaired; also every unimodal run). Returns (sets, data source)."""
+    vaes, sets = list(model.vaes), {}
+    if len(vaes) > 1 and not unpaired:
+        split = {s: load_data(model.dataset, args, s).to(device) for s in ('train', 'test')}
+        for m, v in enumerate(vaes):
+            sets[v.name] = tuple(C.modality_items(split[s], m, f'the paired {s} set (pair multiplier '
+                                                  f'{args.pair_multiplier}), its {v.name} images')
+                                 for s in ('train', 'test'))
+        return sets, split['train'].source
+    sources = []
+    for v in vaes:
+        split = {s: load_data(v.dataset, args, s).to(device) for s in ('train', 'test')}
+        sets[v.name] = tuple(C.modality_items(split[s], 0, f'the unpaired {v.name} {s} images')
+                             for s in ('train', 'test'))
+        sources.append(split['train'].source)
+    return sets, '; '.join(sources)
+
+
+def latent_accuracies(vaes, sets, cmd, seed, log):
+    """Latent accuracy per modality, and what each was trained and tested on."""
+    acc, setup = {}, {}
+    epochs = cmd.latent_epochs * (UNIMODAL_EPOCH_FACTOR if len(vaes) == 1 else 1)
+    for v in vaes:
+        train, test = sets[v.name]
+        train = train.subset(cmd.train_items)
+        acc[v.name], _ = latent_accuracy(v, train.images, train.labels, test.images, test.labels, epochs,
+                                         cmd.batch_size, seed=seed, train_rows=train.rows, test_rows=test.rows)
+        setup[v.name] = {'epochs': epochs, 'batch_size': cmd.batch_size, 'lr': 1e-3,
+                         'steps': C.steps(len(train), epochs, cmd.batch_size),
+                         'train_set': train.description, 'n_train_items': len(train),
+                         'test_set': test.description, 'n_test_items': len(test),
+                         'samples': 'one z ~ q(z|x) per training item and epoch; one per test item'}
+        log.info(f'{v.name} encoder: linear classifier on z ~ q(z|{v.name}), {epochs} epochs '
+                 f'({setup[v.name]["steps"]:,} steps) over {train.description} ({len(train):,} items): '
+                 f'{acc[v.name]:.2f}% on {test.description} ({len(test):,} items)')
+    return acc, setup
+
+
+def digit_classifiers(vaes, sets, source, args, cmd, log):
+    nets, info = [], {}
+    for v in vaes:
+        train, test = sets[v.name]
+        net, info[v.name] = C.load_or_train(v.name, source, train.subset(cmd.train_items), test, args.data_dir,
+                                            args.offline, cmd.classifier_epochs, cmd.batch_size, log=log)
+        nets.append(net)
+        i = info[v.name]
+        log.info(f"{v.name} classifier ({'trained now' if i['trained_now'] else 'cached'}: {i['path']}; "
+                 f"{i['epochs']} epochs, {i['steps']:,} steps, {i['train_seconds']} s): "
+                 f"{i['test_accuracy']:.2f}% on {test.description} ({len(test):,} items)")
+    return nets, info
+
+
+def coherences(model, nets, args, cmd, device, log):
+    """Cross coherence (both ways) on the paired test set, and joint coherence; the JSON entries."""
+    out = {}
+    paired = load_data(model.dataset, args, 'test').to(device)
+    items = spread_subset(len(paired), cmd.max_items, device)
+    batches = ((paired.gather(idx), paired.labels['digit'][idx]) for idx in items.split(cmd.batch_size))
+    mat = cross_coherence(model, batches, nets)
+    names = model.modalities
+    out['cross_coherence'] = {f'{names[e]}->{names[d]}': mat[e][d]
+                              for e in range(len(names)) for d in range(len(names)) if e != d}
+    out['reconstruction_coherence'] = {names[m]: mat[m][m] for m in range(len(names))}
+    out['cross_coherence_test_set'] = (f'paired test set (pair multiplier {args.pair_multiplier}): '
+                                       f'{len(items):,} of {len(paired):,} pairs')
+    log.info(f"on the {out['cross_coherence_test_set']}, one posterior sample per pair, decoder means:")
+    for k, v in out['cross_coherence'].items():
+        src, dst = k.split('->')
+        log.info(f'cross coherence {src} -> {dst} (encode {src}, decode {dst}, {dst} classifier): {v:.2f}%')
+    for k, v in out['reconstruction_coherence'].items():
+        log.info(f'(reconstruction coherence {k} -> {k}: {v:.2f}%)')
+
+    log.info('-' * 20 + ' joint coherence ' + '-' * 20)
+    out['joint_coherence'] = joint_coherence(model, nets, cmd.joint_samples, batch_size=1000)
+    out['joint_coherence_samples'] = cmd.joint_samples
+    log.info(f'joint coherence ({cmd.joint_samples:,} samples of the prior, decoder means, the two classifiers '
+             f'agree): {out["joint_coherence"]:.2f}%')
+    return out
 
 
 def main(argv=None):
     cmd = parse_args(argv)
     device = device_from(cmd.no_cuda)
-    args, model = load_run(cmd.save_dir, device)
+    args, model = load_run(cmd.save_dir, device, cmd.data_dir, cmd.offline)
     if args.model not in MODELS:
         raise UserError(f'analyse_ms works on {", ".join(MODELS)} runs; {cmd.save_dir} is a {args.model!r} run '
                         f'(for CUB runs use the CCA analysis)')
-    if cmd.data_dir:
-        args.data_dir = cmd.data_dir
     log = analysis_logger(cmd.save_dir, 'analyse_ms')
     seed = args.seed if cmd.seed is None else cmd.seed
     torch.manual_seed(seed)
     t0 = time.time()
-    vaes = list(model.vaes) if hasattr(model, 'vaes') else [model]
-    names = [v.name for v in vaes]
-    log.info(f'run {cmd.save_dir}: model {args.model} on {device}')
-    out = {'model': args.model, 'offline_data': bool(args.offline), 'seed': seed, 'data_source': {}}
-
-    # unpaired data of each modality: latent classifiers and digit CNNs
-    data = {}
-    for v in vaes:
-        data[v.name] = {s: load_data(v.dataset, args, s).to(device) for s in ('train', 'test')}
-        out['data_source'][v.name] = data[v.name]['train'].source
-        log.info(f"{v.name} data: {data[v.name]['train'].source}"
-                 f"{' (OFFLINE stand-in, not the paper data)' if args.offline else ''}; "
-                 f"{len(data[v.name]['train']):,} train / {len(data[v.name]['test']):,} test images (unpaired)")
+    vaes = list(model.vaes)
+    multimodal = len(vaes) > 1
+    sets, source = modality_sets(args, model, device, cmd.unpaired)
+    protocol = released_protocol(cmd)
+    log.info(f'run {cmd.save_dir}: model {args.model} on {device}; protocol: {protocol}')
+    log.info(f"data: {source}{' (OFFLINE stand-in, not the paper data)' if args.offline else ''}")
+    out = {'model': args.model, 'offline_data': bool(args.offline), 'data_source': source, 'seed': seed,
+           'protocol': protocol,
+           'budget': {k: getattr(cmd, k) for k in RELEASED} | {'pair_multiplier': args.pair_multiplier}}
 
     log.info('-' * 20 + ' latent classification accuracy ' + '-' * 20)
-    out['latent_accuracy'] = {}
-    for v in vaes:
-        (xtr, ytr), (xte, yte) = all_items(data[v.name]['train']), all_items(data[v.name]['test'])
-        acc, _ = latent_accuracy(v, xtr, ytr, xte, yte, cmd.latent_epochs, cmd.batch_size, seed=seed)
-        out['latent_accuracy'][v.name] = acc
-        log.info(f'{v.name} encoder: linear classifier on z ~ q(z|{v.name}) ({cmd.latent_epochs} epochs on the '
-                 f'unpaired train set): {acc:.2f}% on the {len(yte):,} unpaired test images')
-    out['latent_accuracy_setup'] = {'epochs': cmd.latent_epochs, 'batch_size': cmd.batch_size,
-                                    'train_set': 'unpaired train images', 'test_set': 'unpaired test images'}
-
-    if len(vaes) > 1:
+    out['latent_accuracy'], out['latent_accuracy_setup'] = latent_accuracies(vaes, sets, cmd, seed, log)
+    if multimodal:
         log.info('-' * 20 + ' digit classifiers ' + '-' * 20)
-        nets, out['classifiers'] = [], {}
-        for v in vaes:
-            net, info = C.load_or_train(v.name, data[v.name]['train'], data[v.name]['test'], args.data_dir,
-                                        args.offline, cmd.classifier_epochs, cmd.batch_size, log=log)
-            nets.append(net)
-            out['classifiers'][v.name] = info
-            log.info(f"{v.name} classifier ({'trained now' if info['trained_now'] else 'cached'}: {info['path']}): "
-                     f"{info['test_accuracy']:.2f}% on the {info['n_test']:,} unpaired test images")
-
+        nets, out['classifiers'] = digit_classifiers(vaes, sets, source, args, cmd, log)
         log.info('-' * 20 + ' cross coherence ' + '-' * 20)
-        paired = load_data(model.dataset, args, 'test').to(device)
-        items = spread_subset(len(paired), cmd.max_items, device)
-        n = len(items)
-        batches = ((paired.gather(idx), paired.labels['digit'][idx]) for idx in items.split(cmd.batch_size))
-        mat = cross_coherence(model, batches, nets)
-        test_set = f'paired test set (pair multiplier {args.pair_multiplier}): {n:,} of {len(paired):,} pairs'
-        out['cross_coherence'] = {f'{names[e]}->{names[d]}': mat[e][d]
-                                  for e in range(len(names)) for d in range(len(names)) if e != d}
-        out['reconstruction_coherence'] = {names[m]: mat[m][m] for m in range(len(names))}
-        out['cross_coherence_test_set'] = test_set
-        log.info(f'on the {test_set}')
-        for k, v in out['cross_coherence'].items():
-            src, dst = k.split('->')
-            log.info(f'cross coherence {src} -> {dst} (encode {src}, decode {dst}, {dst} classifier): {v:.2f}%')
-        for k, v in out['reconstruction_coherence'].items():
-            log.info(f'(reconstruction coherence {k} -> {k}: {v:.2f}%)')
-
-        log.info('-' * 20 + ' joint coherence ' + '-' * 20)
-        out['joint_coherence'] = joint_coherence(model, nets, cmd.joint_samples, batch_size=1000)
-        out['joint_coherence_samples'] = cmd.joint_samples
-        log.info(f'joint coherence ({cmd.joint_samples:,} prior samples, classifiers agree): '
-                 f'{out["joint_coherence"]:.2f}%')
+        out.update(coherences(model, nets, args, cmd, device, log))
     else:
         log.info('unimodal run: cross and joint coherence do not apply')
-
     return save_results(out, cmd.save_dir, 'analyse_ms', t0, log)
 
 

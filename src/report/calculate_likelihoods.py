@@ -1,12 +1,18 @@
-"""Test-set log-likelihoods of a trained run (SPEC section 6), per data point.
+"""Test-set log-likelihoods of a trained run (paper section 4, Tables 1 and 3), per data point.
 
     python src/report/calculate_likelihoods.py --save-dir RUN [--iwae-samples 1000]
 
-Multimodal runs: the joint log p(x_1..M) (m_iwae over all M*K mixture samples,
-with the training likelihood scaling, as the released script), each modality's
-log p(x_d) from the same mixture samples (unscaled), and the M x M cross terms
-log p(x_d) with encoder e's K samples as proposal (unscaled). Unimodal runs:
-the IWAE estimate. The test set is the run's (for pairs: its pair multiplier).
+What the released src/report/calculate_likelihoods.py computes, with K = 1000
+importance samples per modality, averaged over every item of the test set
+(multimodal runs: the paired test set, with the run's pair multiplier):
+- multimodal runs: the joint log p(x_1..M) (m_iwae over all M*K mixture
+  samples, each modality's log-likelihood weighted by its training likelihood
+  scaling); each modality's log p(x_d) from the same mixture samples
+  (unscaled); the M x M cross terms log p(x_d) with encoder e's K samples as
+  proposal (unscaled);
+- unimodal runs: the IWAE estimate (likelihood scaling 1).
+--max-items (a spaced subset) and --chunk-items are quick-check and memory
+options; by default every test item is used.
 Writes <RUN>/likelihoods.json and <RUN>/likelihoods.log.
 """
 import argparse
@@ -43,10 +49,10 @@ def parse_args(argv=None):
 def main(argv=None):
     cmd = parse_args(argv)
     device = device_from(cmd.no_cuda)
-    args, model = load_run(cmd.save_dir, device, cmd.data_dir)
+    args, model = load_run(cmd.save_dir, device, cmd.data_dir, cmd.offline)
     log = analysis_logger(cmd.save_dir, 'likelihoods')
     torch.manual_seed(args.seed if cmd.seed is None else cmd.seed)
-    multimodal = hasattr(model, 'vaes')
+    multimodal = bool(getattr(model, 'multimodal', False))
     K = cmd.iwae_samples
 
     data = load_data(model.dataset, args, 'test').to(device)
@@ -77,10 +83,13 @@ def main(argv=None):
                 joint += iwae_terms(model, x, K).double().sum().item()
             bar.update(len(idx))
 
-    out = {'model': args.model, 'K': K, 'n_items': n, 'test_set': test_set, 'data_source': data.source,
-           'offline_data': bool(args.offline), 'seed': args.seed if cmd.seed is None else cmd.seed}
+    diff = [f for f, bad in (('--iwae-samples', K != 1000), ('--max-items', n != len(data))) if bad]
+    out = {'model': args.model, 'K': K, 'n_items': n, 'n_test_items': len(data), 'test_set': test_set,
+           'data_source': data.source, 'offline_data': bool(args.offline),
+           'seed': args.seed if cmd.seed is None else cmd.seed,
+           'protocol': 'released' if not diff else f'shortened: {", ".join(diff)} differ from the released script'}
     if multimodal:
-        scaling = {nm: vae.llik_scaling for nm, vae in zip(names, model.vaes)}
+        scaling = {nm: vae.llik_scaling for nm, vae in zip(names, model.vaes, strict=True)}
         out['joint'] = joint / n
         out['joint_llik_scaling'] = scaling
         out['marginal'] = {nm: marginal[d] / n for d, nm in enumerate(names)}

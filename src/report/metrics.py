@@ -1,4 +1,4 @@
-"""Evaluation metrics (SPEC section 6) as plain functions of a model and tensors.
+"""Evaluation metrics (paper section 4) as plain functions of a model and tensors.
 
 - Log-likelihood estimates: `iwae_terms` (unimodal) and `mmvae_likelihood_terms`
   (joint, per-modality with the whole mixture as proposal, M x M cross terms).
@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from src.data.tensors import to_model_input
 from src.objectives import log_mean_exp
 
 LIKELIHOOD_BUDGET = 2.5e7  # decoded elements per chunk (K * items * decoded size): ~100 MB per tensor
@@ -85,14 +86,15 @@ def mmvae_likelihood_terms(model, xs, K):
     """
     M = len(model.vaes)
     pz = model.pz(*model.pz_params)
-    qs = [vae.qz_x(*vae.enc(x)) for vae, x in zip(model.vaes, xs)]
+    qs = [vae.qz_x(*vae.enc(x)) for vae, x in zip(model.vaes, xs, strict=True)]
     zss = [q.rsample(torch.Size([K])) for q in qs]
     lpz = [pz.log_prob(zs).sum(-1) for zs in zss]
     lq = [[q.log_prob(zs).sum(-1) for q in qs] for zs in zss]  # lq[e][m] = log q_m(z_e)
     lq_mix = [log_mean_exp(torch.stack(row)) for row in lq]  # log (1/M) sum_m q_m(z_e)
-    lpx = [[_log_px(vae.decode(zs), x) for vae, x in zip(model.vaes, xs)] for zs in zss]  # [e][d], unscaled
+    # lpx[e][d]: unscaled log p(x_d | z_e)
+    lpx = [[_log_px(vae.decode(zs), x) for vae, x in zip(model.vaes, xs, strict=True)] for zs in zss]
     scale = [vae.llik_scaling for vae in model.vaes]
-    joint = log_mean_exp(torch.cat([lpz[e] + sum(s * l for s, l in zip(scale, lpx[e])) - lq_mix[e]
+    joint = log_mean_exp(torch.cat([lpz[e] + sum(s * lp for s, lp in zip(scale, lpx[e], strict=True)) - lq_mix[e]
                                     for e in range(M)]))
     marginal = [log_mean_exp(torch.cat([lpz[e] + lpx[e][d] - lq_mix[e] for e in range(M)]))
                 for d in range(M)]
@@ -104,18 +106,32 @@ def mmvae_likelihood_terms(model, xs, K):
 
 @torch.no_grad()
 def posterior_params(vae, x, batch_size=1024):
-    """Encoder outputs of all rows of x, batched: the parameters of q(z|x)."""
-    outs = [vae.enc(xb) for xb in x.split(batch_size)]
-    return [torch.cat(p) for p in zip(*outs)]
+    """Encoder outputs of all rows of x (uint8 images are scaled to [0, 1]), batched: the parameters of q(z|x)."""
+    outs = [vae.enc(to_model_input(xb)) for xb in x.split(batch_size)]
+    return [torch.cat(p) for p in zip(*outs, strict=True)]
 
 
-def latent_accuracy(vae, x_train, y_train, x_test, y_test, epochs, batch_size=256, seed=0, lr=1e-3):
-    """Test accuracy (%) of a linear classifier D -> 10 trained (Adam, cross-entropy)
-    on reparameterised latent samples z ~ q(z|x), one fresh sample per item per
-    epoch; tested on one sample per test item. Returns (accuracy, classifier)."""
+def latent_accuracy(vae, x_train, y_train, x_test, y_test, epochs, batch_size=256, seed=0, lr=1e-3,
+                    train_rows=None, test_rows=None):
+    """Test accuracy (%) of a linear classifier D -> 10 trained (Adam, cross-entropy) on
+    reparameterised latent samples z ~ q(z|x): a fresh sample per item per epoch, items in a
+    fresh random order each epoch, the last partial batch included; tested on one sample per
+    test item. Returns (accuracy, classifier).
+
+    Item i is image x[rows[i]] with label y[i] (rows None: item i is x[i]); with a pairing
+    index as rows, the items are the pairs, as the released analyse_ms.py iterates over the
+    paired loader. The encoder is deterministic (eval mode), so its outputs are computed once
+    per image and gathered per item: the same samples' distribution, far fewer encoder passes.
+    """
     gen = torch.Generator().manual_seed(seed)
     dev = x_train.device
-    p_train, p_test = posterior_params(vae, x_train), posterior_params(vae, x_test)
+    train_rows = torch.arange(len(x_train), device=dev) if train_rows is None else train_rows
+    test_rows = torch.arange(len(x_test), device=dev) if test_rows is None else test_rows
+    if len(train_rows) != len(y_train) or len(test_rows) != len(y_test):
+        raise ValueError('latent_accuracy: one label per item')
+    (used_train, train_rows), (used_test, test_rows) = train_rows.unique(return_inverse=True), \
+        test_rows.unique(return_inverse=True)  # encode only the images that some item uses
+    p_train, p_test = posterior_params(vae, x_train[used_train]), posterior_params(vae, x_test[used_test])
     with fork_rng(dev):
         torch.manual_seed(seed)
         clf = nn.Linear(p_train[0].size(-1), 10).to(dev)
@@ -123,12 +139,12 @@ def latent_accuracy(vae, x_train, y_train, x_test, y_test, epochs, batch_size=25
         for _ in range(epochs):
             for idx in torch.randperm(len(y_train), generator=gen).to(dev).split(batch_size):
                 with torch.no_grad():
-                    z = vae.qz_x(*[p[idx] for p in p_train]).rsample()
+                    z = vae.qz_x(*[p[train_rows[idx]] for p in p_train]).rsample()
                 opt.zero_grad(set_to_none=True)
                 F.cross_entropy(clf(z), y_train[idx]).backward()
                 opt.step()
         with torch.no_grad():
-            acc = accuracy(clf(vae.qz_x(*p_test).rsample()), y_test)
+            acc = accuracy(clf(vae.qz_x(*[p[test_rows] for p in p_test]).rsample()), y_test)
     return acc, clf
 
 
@@ -159,11 +175,14 @@ def cross_coherence(model, batches, classifiers):
 @torch.no_grad()
 def joint_coherence(model, classifiers, n=10000, batch_size=1000):
     """Percent of n joint-prior samples whose decoded modalities (decoder means)
-    all get the same digit from their classifiers."""
+    all get the same digit from their classifiers. The released script draws the
+    n samples in one batch; on the CPU, batches draw the very same samples (the
+    generator's stream is consumed in order), with less memory."""
     pz = model.pz(*model.pz_params)
     agree = 0
     for b in [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else []):
         zs = pz.rsample(torch.Size([b])).squeeze(1)  # prior batch shape (1, D) -> (b, D)
-        preds = torch.stack([clf(vae.decode(zs).mean).argmax(-1) for vae, clf in zip(model.vaes, classifiers)])
+        preds = torch.stack([clf(vae.decode(zs).mean).argmax(-1)
+                             for vae, clf in zip(model.vaes, classifiers, strict=True)])
         agree += (preds == preds[0]).all(0).sum().item()
     return 100.0 * agree / n
