@@ -4,7 +4,6 @@ import re
 import numpy as np
 import pytest
 
-
 from src.data import captions as C
 from src.data import synth_cub as S
 
@@ -75,7 +74,7 @@ def test_images_vary_and_are_not_blank(birds):
 def test_drawn_colours_match_attributes(birds):
     """Head, belly and wing colours are visibly present in their image."""
     images, _, attrs = birds
-    for img, a in zip(images, attrs):
+    for img, a in zip(images, attrs, strict=True):
         px = img.reshape(3, -1).T.astype(int)
         for part in ('crown', 'belly', 'wings'):
             rgb = np.array(S.PALETTE[a[part]])

@@ -23,8 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .synth_cub import (ATTRIBUTES, BEAK_COLOURS, COLOURS, EYEBROW_COLOURS, LENGTHS, SIZES,
-                        WINGBAR_COLOURS)
+from .synth_cub import ATTRIBUTES, BEAK_COLOURS, COLOURS, EYEBROW_COLOURS, LENGTHS, SIZES, WINGBAR_COLOURS
 
 VERSION = 1
 SEED = 0
@@ -104,7 +103,8 @@ def train_attribute_net(images, attrs, epochs=EPOCHS, seed=SEED, batch_size=64, 
             bar.set_postfix(loss=f'{loss.item():.3f}')
     net.eval()
     with torch.no_grad():
-        logits = [torch.cat(ls) for ls in zip(*[net(c) for c in images.split(256)])]
-        accuracy = {k: (lg.argmax(1) == y[:, i]).float().mean().item() for i, (k, lg) in enumerate(zip(ATTRIBUTES, logits))}
+        logits = [torch.cat(ls) for ls in zip(*[net(c) for c in images.split(256)], strict=True)]
+        accuracy = {k: (lg.argmax(1) == y[:, i]).float().mean().item()
+                    for i, (k, lg) in enumerate(zip(ATTRIBUTES, logits, strict=True))}
         net.scale.fill_(FEATURE_MEAN / torch.cat([net.features(c) for c in images.split(256)]).mean().clamp_min(1e-12))
     return net, accuracy

@@ -105,7 +105,7 @@ def _ellipse(cx, cy, a, b, angle_deg, n=48):
 def _jitter(rgb, rng, amount=12):
     """Small per-image shade variation that keeps the colour name obvious."""
     d = rng.integers(-amount, amount + 1, size=3).tolist()
-    return tuple(min(255, max(0, v + e)) for v, e in zip(rgb, d))
+    return tuple(min(255, max(0, v + e)) for v, e in zip(rgb, d, strict=True))
 
 
 def _outline(rgb):
