@@ -301,7 +301,7 @@ def analyse(save_dir, data_dir='', device='cpu', map='umap', map_points=2000, si
     opts = argparse.Namespace(map=map, map_points=map_points, silhouette_points=silhouette_points,
                               classifier_epochs=classifier_epochs or (50 if protocol == 'noda2024' else 3),
                               seed=args.seed if seed is None else seed, protocol=protocol,
-                              title=os.path.basename(os.path.normpath(save_dir)))
+                              title='/'.join(os.path.normpath(save_dir).split(os.sep)[-2:]))  # e.g. cmnist/seed000
     for k in ('map_points', 'silhouette_points', 'classifier_epochs'):
         if getattr(opts, k) < 1:
             raise UserError(f"--{k.replace('_', '-')} must be a positive integer, got {getattr(opts, k)}")
