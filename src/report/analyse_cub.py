@@ -165,9 +165,7 @@ def metric(cmd, args, train_ids, train_feats, s, log):
     """(Embedder, CCA, provenance of each piece, cache path or None)."""
     if cmd.cca_emb:
         found, paths = cca_emb.load(cmd.cca_emb, cmd.save_dir)
-        dim = cca_emb.check_shapes(found, cub.vocab_size(args), cmd.fasttext_dim)
-        if 'word_vectors' not in found and dim != cmd.fasttext_dim:
-            raise UserError(f'--cca-emb: cub.pc is {dim}-d but --fasttext-dim is {cmd.fasttext_dim}')
+        cca_emb.check_shapes(found, cub.vocab_size(args), cmd.fasttext_dim)
         if 'cca' in found and found['cca']['mean_x'].shape != (train_feats.shape[1],):
             raise UserError(f"--cca-emb: images_mean.pt is {found['cca']['mean_x'].shape[0]}-d, the image "
                             f'features {train_feats.shape[1]}-d')
@@ -330,7 +328,7 @@ def main(argv=None):
     log.info(f'data: {test.source}')  # offline data say so in their source
     _, train_ids, _ = cub.caption_data(args)
     net = extractor(args, device)
-    source = 'original' if args.model == 'cubISft' else '64'
+    source = 'original' if args.model == 'cubISft' or args.offline else '64'  # offline images are 64x64
     train_feats, net_desc = features(args, 'train', source, net)
     test_feats = features(args, 'test', source, net)[0]
     describe_features(args, net, source, log)
