@@ -272,7 +272,7 @@ def joint_score(model, n, scorer, batch_size):
 
 # ---------------------------------------------------------------- main
 
-def load(cmd, log):
+def load(cmd):
     """(flags, model, seed) of the run, checked; the untrained baseline when asked."""
     device = device_from(cmd.no_cuda)
     args, model = load_run(cmd.save_dir, device, cmd.data_dir, cmd.offline)
@@ -317,10 +317,8 @@ def main(argv=None):
     cmd = parse_args(argv)
     t0 = time.time()
     name = 'analyse_cub_untrained' if cmd.untrained else 'analyse_cub'
-    if not os.path.isdir(cmd.save_dir):
-        raise UserError(f'--save-dir {cmd.save_dir!r}: no such run directory')
+    args, model, seed = load(cmd)  # bad input stops here, before anything is written
     log = analysis_logger(cmd.save_dir, name)
-    args, model, seed = load(cmd, log)
     device = next(model.parameters()).device
     log.info(f'run {cmd.save_dir}: model {args.model} on {device}'
              f'{" -- UNTRAINED (freshly initialised, seed %d): a baseline" % seed if cmd.untrained else ""}')
