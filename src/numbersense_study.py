@@ -151,6 +151,10 @@ def _flag(action, value):
     opt = action.option_strings[0]
     if isinstance(action, argparse._StoreTrueAction):
         return [opt] if value else []
+    if isinstance(action, argparse._StoreFalseAction):
+        return [] if value else [opt]
+    if isinstance(value, (list, tuple)):
+        return [opt, *map(str, value)]
     return [opt, str(value)]
 
 
