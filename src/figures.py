@@ -162,7 +162,8 @@ def save_cub_reconstruction(xs, recons, names, modalities, display, path, txt_pa
             _draw_cells(subs[e][d], [data[e], out], ['data', 'recon'], f'{names[e]} -> {names[d]}' if M > 1 else None)
             if modalities[d] == 'caption':
                 blocks.append((f'{names[e]} -> {names[d]}' if M > 1 else None,
-                               [p for pair in zip([('DATA', c) for c in data[d]], [('RECON', c) for c in out], strict=True)
+                               [p for pair in zip([('DATA', c) for c in data[d]], [('RECON', c) for c in out],
+                                                  strict=True)
                                 for p in pair]))
     save_figure(fig, path, dpi=100)
     if blocks:

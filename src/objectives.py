@@ -66,7 +66,7 @@ def chunk_size(x, K):
 def _chunks(x, K):
     S = chunk_size(x, K)
     if isinstance(x, (list, tuple)):
-        return list(zip(*[_x.split(S) for _x in x]))
+        return list(zip(*[_x.split(S) for _x in x], strict=True))
     return list(x.split(S))
 
 
@@ -121,7 +121,7 @@ def iwae(model, x, K):
 
 
 def dreg(model, x, K, true_dreg=False):
-    lws, zss = zip(*[_log_weights(model, _x, K, True) for _x in _chunks(x, K)])
+    lws, zss = zip(*[_log_weights(model, _x, K, True) for _x in _chunks(x, K)], strict=True)
     lw = torch.cat(lws, 1)
     with torch.no_grad():
         wt = (lw - torch.logsumexp(lw, 0, keepdim=True)).exp()  # w~ over k
@@ -132,7 +132,7 @@ def dreg(model, x, K, true_dreg=False):
 
 def _weight_sample_grads(zss, wts):
     """Multiply the gradient reaching each sample tensor z (K, B, D) by w~ (K, B)."""
-    for zs, wt in zip(zss, wts):
+    for zs, wt in zip(zss, wts, strict=True):
         if zs.requires_grad:
             zs.register_hook(lambda grad, wt=wt: wt.unsqueeze(-1) * grad)
 
@@ -179,7 +179,7 @@ def _m_log_weights(model, x, K, detach_q):
 
 def _m_lw_chunks(model, x, K, detach_q):
     """Log weights of all chunks concatenated on the batch axis, and each chunk's samples."""
-    lws, zss = zip(*[_m_log_weights(model, _x, K, detach_q) for _x in _chunks(x, K)])
+    lws, zss = zip(*[_m_log_weights(model, _x, K, detach_q) for _x in _chunks(x, K)], strict=True)
     return torch.cat(lws, 2), zss
 
 
@@ -196,7 +196,7 @@ def m_iwae_looser(model, x, K=1):
 def _m_dreg_hooks(zss, wt):
     """wt (M, K, B): register w~ on each chunk's per-modality samples."""
     widths = [zs[0].size(1) for zs in zss]
-    for zs_chunk, wt_chunk in zip(zss, wt.split(widths, 2)):
+    for zs_chunk, wt_chunk in zip(zss, wt.split(widths, 2), strict=True):
         _weight_sample_grads(zs_chunk, wt_chunk)
 
 

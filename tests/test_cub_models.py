@@ -118,19 +118,19 @@ def test_encoder_scales_are_softplus_plus_eta(models):
 def test_architectures_as_released(models):
     s, sft = models['cubS'], models['cubISft'].vaes[1]
     assert s.enc.embedding.weight.shape == (V, 128) and s.enc.embedding.padding_idx == 0
-    convs = [l for l in s.enc.enc if isinstance(l, torch.nn.Conv2d)]
+    convs = [c for c in s.enc.enc if isinstance(c, torch.nn.Conv2d)]
     assert [c.out_channels for c in convs] == [32, 64, 128, 128, 128] and all(c.bias is None for c in convs)
     assert [c.kernel_size for c in convs] == [(4, 4)] * 3 + [(1, 4)] * 2
     assert s.enc.c1.bias is None
-    convs = [l for l in sft.enc.enc if isinstance(l, torch.nn.Conv2d)]
+    convs = [c for c in sft.enc.enc if isinstance(c, torch.nn.Conv2d)]
     assert [c.out_channels for c in convs] == [32, 64, 128, 256, 512] and all(c.bias is not None for c in convs)
-    deconvs = [l for l in sft.dec.dec if isinstance(l, torch.nn.ConvTranspose2d)]
+    deconvs = [c for c in sft.dec.dec if isinstance(c, torch.nn.ConvTranspose2d)]
     assert [c.out_channels for c in deconvs] == [512, 256, 128, 64, 32, 1]
     i = models['cubI']
     assert [c.out_channels for c in i.enc.enc if isinstance(c, torch.nn.Conv2d)] == [64, 128, 256, 512]
     ft = models['cubIft']
-    assert [l.out_features for l in ft.enc.modules() if isinstance(l, torch.nn.Linear)] == [1024, 512, 256, D, D]
-    assert [l.out_features for l in ft.dec.modules() if isinstance(l, torch.nn.Linear)] == [256, 512, 1024, 2048]
+    assert [m.out_features for m in ft.enc.modules() if isinstance(m, torch.nn.Linear)] == [1024, 512, 256, D, D]
+    assert [m.out_features for m in ft.dec.modules() if isinstance(m, torch.nn.Linear)] == [256, 512, 1024, 2048]
 
 
 @pytest.mark.parametrize('which', ['cubS', 'cubISft'])

@@ -123,9 +123,9 @@ def hand_lw_uni(m, x, K, detach_q=False):
 def hand_lw_multi(m, xs, K, detach_q=False, zss=None):
     """(M, K, B) log weights of the mixture; zss may be given (leaf tensors for gradients)."""
     M = len(m.vaes)
-    encs = [v.enc(x) for v, x in zip(m.vaes, xs)]
+    encs = [v.enc(x) for v, x in zip(m.vaes, xs, strict=True)]
     if zss is None:
-        zss = [loc + scale * v.eps[:K] for (loc, scale), v in zip(encs, m.vaes)]
+        zss = [loc + scale * v.eps[:K] for (loc, scale), v in zip(encs, m.vaes, strict=True)]
     if detach_q:
         encs = [(loc.detach(), scale.detach()) for loc, scale in encs]
     p_loc, p_scale = m._pz_params[0], softmax_scale(m._pz_params[1])
@@ -173,8 +173,8 @@ def test_iwae_and_dreg_values(uni):
 def test_m_elbo_value(multi):
     xs = mdata()
     M = 2
-    encs = [v.enc(x) for v, x in zip(multi.vaes, xs)]
-    zs = [loc + scale * v.eps[:1] for (loc, scale), v in zip(encs, multi.vaes)]
+    encs = [v.enc(x) for v, x in zip(multi.vaes, xs, strict=True)]
+    zs = [loc + scale * v.eps[:1] for (loc, scale), v in zip(encs, multi.vaes, strict=True)]
     p_loc, p_scale = multi._pz_params[0], softmax_scale(multi._pz_params[1])
     total = 0
     for r in range(M):
@@ -220,7 +220,7 @@ def test_chunked_equals_unchunked_unimodal(uni, monkeypatch, name):
     chunked = O.OBJECTIVES[name](uni, x, K)
     g_chunked = torch.autograd.grad(chunked, ps, allow_unused=True)
     assert torch.allclose(full, chunked)
-    for a, b in zip(g_full, g_chunked):
+    for a, b in zip(g_full, g_chunked, strict=True):
         assert (a is None and b is None) or torch.allclose(a, b)
 
 
@@ -251,7 +251,7 @@ def test_iwae_with_one_sample_is_the_single_sample_bound(uni):
 
 def grads(loss, params):
     return [torch.zeros_like(p) if g is None else g
-            for p, g in zip(params, torch.autograd.grad(loss, params, allow_unused=True))]
+            for p, g in zip(params, torch.autograd.grad(loss, params, allow_unused=True), strict=True)]
 
 
 def split_params(model):
@@ -268,7 +268,7 @@ def test_dreg_gradients_unimodal(uni, true_dreg):
     # decoder and prior: the same gradient as iwae (sum_k w~ d log w)
     g_iwae = grads(O.iwae(uni, x, K), rest)
     g_dreg = grads(O.dreg(uni, x, K, true_dreg=true_dreg), rest)
-    for a, b in zip(g_iwae, g_dreg):
+    for a, b in zip(g_iwae, g_dreg, strict=True):
         assert torch.allclose(a, b)
     # encoder: the explicit estimator sum_k W_k dlogw/dz dz/dphi, W = w~ (released) or w~^2 (true)
     lw, zs = hand_lw_uni(uni, x, K, detach_q=True)
@@ -283,11 +283,11 @@ def test_dreg_gradients_unimodal(uni, true_dreg):
     W = w ** 2 if true_dreg else w
     expected = torch.autograd.grad(zs, enc, grad_outputs=W.unsqueeze(-1) * dlw_dz)
     got = grads(O.dreg(uni, x, K, true_dreg=true_dreg), enc)
-    for a, b in zip(expected, got):
+    for a, b in zip(expected, got, strict=True):
         assert torch.allclose(a, b)
     if true_dreg:  # and it differs from the released estimator
         released = grads(O.dreg(uni, x, K, true_dreg=False), enc)
-        assert not all(torch.allclose(a, b) for a, b in zip(released, got))
+        assert not all(torch.allclose(a, b) for a, b in zip(released, got, strict=True))
 
 
 @pytest.mark.parametrize('looser', [False, True])
@@ -299,7 +299,7 @@ def test_dreg_gradients_multimodal(multi, looser, true_dreg):
     enc = [p for v in multi.vaes for p in v.enc.parameters()]
     rest = [p for p in multi.parameters() if p.requires_grad and not any(p is q for q in enc)]
     for a, b in zip(grads(iwae_fn(multi, xs, K), rest),
-                    grads(dreg_fn(multi, xs, K, true_dreg=true_dreg), rest)):
+                    grads(dreg_fn(multi, xs, K, true_dreg=true_dreg), rest), strict=True):
         assert torch.allclose(a, b)
     # encoder of modality r: sum_k W[r, k] dlogw[r, k]/dz dz/dphi_r
     lw, zss = hand_lw_multi(multi, xs, K, detach_q=True)
@@ -317,7 +317,7 @@ def test_dreg_gradients_multimodal(multi, looser, true_dreg):
     for r, v in enumerate(multi.vaes):
         expected += list(torch.autograd.grad(zss[r], list(v.enc.parameters()),
                                              grad_outputs=W[r].unsqueeze(-1) * dlw_dz[r], retain_graph=True))
-    for a, b in zip(expected, got):
+    for a, b in zip(expected, got, strict=True):
         assert torch.allclose(a, b)
 
 

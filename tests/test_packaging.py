@@ -1,6 +1,7 @@
 """requirements.txt (the one-line install) and pyproject.toml (the grouped install) name the same packages."""
 import os
 import re
+
 import tomllib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

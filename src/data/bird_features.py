@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..rng import fork_rng
 from .synth_cub import ATTRIBUTES, BEAK_COLOURS, COLOURS, EYEBROW_COLOURS, LENGTHS, SIZES, WINGBAR_COLOURS
 
 VERSION = 1
@@ -84,7 +85,7 @@ def train_attribute_net(images, attrs, epochs=EPOCHS, seed=SEED, batch_size=64, 
     """Train on uint8 images (N, 3, 64, 64) and their attribute dicts; returns (net in eval mode,
     training accuracy per attribute). Leaves the caller's random state as it was."""
     y = targets(attrs)
-    with torch.random.fork_rng(devices=[]), torch.enable_grad():  # callers may be under no_grad
+    with fork_rng(), torch.enable_grad():  # callers may be under no_grad
         torch.manual_seed(seed)
         net = AttributeNet()
         opt = torch.optim.Adam(net.parameters(), lr=lr)

@@ -32,11 +32,12 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 
 import torch
 from nltk.tokenize import NLTKWordTokenizer
 from nltk.tokenize.punkt import PunktSentenceTokenizer
+
+from ..files import save_json, save_torch
 
 EXC, PAD, EOS = 0, 1, 2
 SPECIAL_TOKENS = ('<exc>', '<pad>', '<eos>')
@@ -194,20 +195,6 @@ def _file_digest(path):
     return h.hexdigest()
 
 
-def _atomic_write(path, write_fn):
-    """Write via a temp file in the same directory + os.replace (no torn files)."""
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix='.tmp_', suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            write_fn(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def cache_key(train_txt, test_txt, min_occ=MIN_OCC, max_len=MAX_LEN):
     """Hash of both files' contents and of the pipeline settings (the sentence splitter included)."""
     parts = [_file_digest(train_txt), _file_digest(test_txt),
@@ -245,8 +232,6 @@ def load_or_build(train_txt, test_txt, cache_dir, min_occ=MIN_OCC, max_len=MAX_L
     except (OSError, ValueError, KeyError, RuntimeError, AttributeError):
         pass   # missing or unreadable cache: rebuild
     w2i, train_ids, test_ids = build(train_txt, test_txt, min_occ, max_len)
-    _atomic_write(data_path, lambda f: torch.save(
-        {'key': key, 'train': train_ids, 'test': test_ids}, f))
-    _atomic_write(vocab_path, lambda f: f.write(
-        json.dumps({'key': key, 'w2i': w2i}).encode('utf-8')))
+    save_torch({'key': key, 'train': train_ids, 'test': test_ids}, data_path)
+    save_json({'key': key, 'w2i': w2i}, vocab_path)
     return w2i, train_ids, test_ids

@@ -12,8 +12,10 @@ import os
 import torch
 from tqdm import tqdm
 
+from ..distributed import default_device
 from ..errors import UserError
 from ..files import load_json, load_torch, save_torch
+from ..rng import fork_rng
 from . import bird_features
 from .cub_images import images64, images_key
 from .cub_layout import cache_file, check_layout, root
@@ -119,7 +121,7 @@ class BirdFeatureExtractor(FeatureExtractor):
         if self._key != key:  # first use, or the offline set was generated anew
             state = load_torch(self.path, 'cached offline feature network') if os.path.isfile(self.path) else {}
             if state.get('key') == key:
-                with torch.random.fork_rng(devices=[]):  # building it leaves the caller's RNG as it was
+                with fork_rng():  # building it leaves the caller's RNG as it was
                     net = bird_features.AttributeNet()
                 net.load_state_dict(state['state_dict'])
             else:
@@ -146,7 +148,7 @@ _EXTRACTORS = {}
 
 
 def _device(args):
-    return torch.device('cuda' if torch.cuda.is_available() and not getattr(args, 'no_cuda', False) else 'cpu')
+    return default_device(getattr(args, 'no_cuda', False))
 
 
 def extractor(args, device=None):

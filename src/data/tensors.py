@@ -45,7 +45,7 @@ class TensorData:
         if self.index is None:
             xs = [to_model_input(s[idx]) for s in self.sources]
         else:
-            xs = [to_model_input(s[ix[idx]]) for s, ix in zip(self.sources, self.index)]
+            xs = [to_model_input(s[ix[idx]]) for s, ix in zip(self.sources, self.index, strict=True)]
         return xs if self.multimodal else xs[0]
 
     def to(self, device):

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 
 from src.data.tensors import to_model_input
 from src.files import load_torch, save_torch
-from src.report.metrics import fork_rng, spread_subset
+from src.report.metrics import accuracy, spread_subset
+from src.rng import fork_rng
 
 
 class DigitCNN(nn.Module):
@@ -133,8 +134,7 @@ def test_accuracy(net, test):
     """Percent of the items of `test` (Items) classified right. An image that appears in several pairs
     counts once per pair, as when the released script iterates over the paired test set."""
     used, rows = test.rows.unique(return_inverse=True)  # classify only the images that some item uses
-    pred = predict_images(net, test.images[used])[rows]
-    return 100.0 * (pred == test.labels).float().mean().item()
+    return 100.0 * accuracy(predict_images(net, test.images[used])[rows], test.labels)
 
 
 def cache_key(modality, source, train, epochs, batch_size):
@@ -149,6 +149,25 @@ def cache_path(data_dir, offline, key):
                         f"{key['modality']}_cnn_e{key['epochs']}_{digest}.pt")
 
 
+def cached_network(path, key, build, train, what, device, log=None):
+    """A trained network cached at `path` with `key` (a dict of everything that changes it): loaded when
+    the file holds that key, else trained now (train() -> (net, extras)) and saved. Every classifier the
+    analyses train (digits here, numbers in src/report/numbersense/classifiers.py) is cached through this.
+    Returns (net in eval mode, extras saved with it, trained now?)."""
+    if os.path.isfile(path):
+        saved = load_torch(path, f'cached {what}', map_location=device)
+        if saved.get('key') == key:
+            net = build().to(device)
+            net.load_state_dict(saved['state_dict'])
+            return net.eval(), saved.get('extras', {}), False
+        if log:
+            log.info(f'{path} was trained with other data or settings: retraining it')
+    net, extras = train()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    save_torch({'key': key, 'state_dict': net.state_dict(), 'extras': extras}, path)
+    return net.eval(), extras, True
+
+
 def load_or_train(modality, source, train, test, data_dir, offline, epochs, batch_size=256, log=None):
     """(classifier in eval mode, info dict) for `modality`: from the cache, or trained now and cached.
 
@@ -157,28 +176,19 @@ def load_or_train(modality, source, train, test, data_dir, offline, epochs, batc
     """
     key = cache_key(modality, source, train, epochs, batch_size)
     path = cache_path(data_dir, offline, key)
-    dev = train.rows.device
-    net, saved = None, None
-    if os.path.isfile(path):
-        saved = load_torch(path, f'cached {modality} classifier', map_location=dev)
-        if saved.get('key') == key:
-            net = CLASSIFIERS[modality]().to(dev)
-            net.load_state_dict(saved['state_dict'])
-        elif log:
-            log.info(f'{path} was trained with other data or settings: retraining it')
-    trained_now = net is None
-    seconds = saved.get('train_seconds') if not trained_now else None
-    if trained_now:
+
+    def fit():
         if log:
             log.info(f'training the {modality} digit classifier: {epochs} epochs over {train.description} '
                      f'({len(train):,} items, {steps(len(train), epochs, batch_size):,} steps of {batch_size}) '
                      f'-> {path}')
         t0 = time.time()
         net = train_classifier(modality, train, epochs, batch_size, log=log)
-        seconds = round(time.time() - t0, 1)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        save_torch({'state_dict': net.state_dict(), 'key': key, 'train_seconds': seconds}, path)
+        return net, {'train_seconds': round(time.time() - t0, 1)}
+
+    net, extras, trained_now = cached_network(path, key, CLASSIFIERS[modality], fit, f'{modality} classifier',
+                                              train.rows.device, log)
     info = {'path': path, 'trained_now': trained_now, **key, 'steps': steps(len(train), epochs, batch_size),
-            'train_seconds': seconds, 'test_set': test.description, 'n_test_items': len(test),
+            'train_seconds': extras.get('train_seconds'), 'test_set': test.description, 'n_test_items': len(test),
             'test_accuracy': test_accuracy(net, test)}
-    return net.eval(), info
+    return net, info

@@ -15,20 +15,17 @@ import torch.nn.functional as F
 
 from src.data.tensors import to_model_input
 from src.objectives import log_mean_exp
+from src.rng import fork_rng
 
 LIKELIHOOD_BUDGET = 2.5e7  # decoded elements per chunk (K * items * decoded size): ~100 MB per tensor
 
 
-def fork_rng(device):
-    """Randomness inside this block leaves the caller's RNG streams (CPU and `device`) as they were."""
-    cuda = device.type == 'cuda'
-    return torch.random.fork_rng(devices=[device.index if device.index is not None else torch.cuda.current_device()]
-                                 if cuda else [])
-
-
-def accuracy(logits, targets):
-    """Percent of rows whose arg-max is the target."""
-    return 100.0 * (logits.argmax(-1) == targets).float().mean().item()
+def accuracy(predicted, targets):
+    """Fraction of items classified right: `predicted` holds class labels, or logits (their arg-max).
+    Every analysis uses this one; the MNIST-SVHN reports show it in percent, as the paper's Table 2."""
+    if predicted.dim() == targets.dim() + 1:
+        predicted = predicted.argmax(-1)
+    return (predicted == targets).float().mean().item()
 
 
 def _log_px(px_z, x):
@@ -144,7 +141,7 @@ def latent_accuracy(vae, x_train, y_train, x_test, y_test, epochs, batch_size=25
                 F.cross_entropy(clf(z), y_train[idx]).backward()
                 opt.step()
         with torch.no_grad():
-            acc = accuracy(clf(vae.qz_x(*[p[test_rows] for p in p_test]).rsample()), y_test)
+            acc = 100.0 * accuracy(clf(vae.qz_x(*[p[test_rows] for p in p_test]).rsample()), y_test)
     return acc, clf
 
 

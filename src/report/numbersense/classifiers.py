@@ -17,10 +17,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from src.data import BatchLoader, load_data
-from src.files import load_torch, save_torch
 from src.models.cmnist import DATA_SIZE as CMNIST_SIZE
 from src.models.cmnist import MLPEnc
 from src.models.oscn import DATA_SIZE as OSCN_SIZE
+from src.report.classifiers import cached_network
+from src.report.metrics import accuracy
+from src.rng import fork_rng
 
 VERSION = 2  # bump when a network or its training changes: old caches are retrained
 DATA_SIZES = {'cmnist': CMNIST_SIZE, 'oscn': OSCN_SIZE}
@@ -78,19 +80,17 @@ def classifier_path(modality, args, protocol):
 
 
 @torch.no_grad()
-def accuracy(clf, data, device):
+def test_accuracy(clf, data, device):
     """Fraction of a TensorData's items whose number the classifier gets right."""
-    correct = 0
-    for x, labels in BatchLoader(data, 1024):
-        correct += (clf.predict(x.to(device)) == labels['number'].to(device)).sum().item()
-    return correct / len(data)
+    pred = torch.cat([clf.predict(x.to(device)) for x, _ in BatchLoader(data, 1024)])
+    return accuracy(pred, data.labels['number'].to(device))
 
 
 def train_classifier(modality, args, device, epochs, log, protocol, batch_size=128):
     """Adam (lr 1e-3; amsgrad for noda2024, as the authors' runner), cross-entropy; seeded, and
     without touching the caller's random stream."""
     train = load_data(modality, args, 'train')
-    with torch.random.fork_rng(devices=[]):
+    with fork_rng(device):
         torch.manual_seed(0)
         clf = make_classifier(modality, protocol).to(device)
         opt = torch.optim.Adam(clf.parameters(), lr=1e-3, amsgrad=protocol == 'noda2024')
@@ -110,30 +110,21 @@ def train_classifier(modality, args, device, epochs, log, protocol, batch_size=1
 
 def get_classifier(modality, args, device, epochs, log, protocol='noda2024'):
     """(classifier in eval mode, info dict with its test accuracy (a fraction)); trained on first
-    use, then cached.
-
-    The cache is per modality, classifier protocol and data (protocol, offline
-    or real); one trained with other settings (epochs, data size, VERSION) is retrained.
-    """
+    use, then cached (src/report/classifiers.py: cached_network), per modality, classifier protocol,
+    data (protocol, offline or real), training-set size, epochs and VERSION."""
     path = classifier_path(modality, args, protocol)
-    n_train = None
-    if os.path.exists(path):
-        saved = load_torch(path, f'cached {modality} classifier')
-        n_train = len(load_data(modality, args, 'train'))
-        if (saved.get('version'), saved.get('epochs'), saved.get('n_train')) == (VERSION, epochs, n_train):
-            clf = make_classifier(modality, protocol).to(device)
-            clf.load_state_dict(saved['state'])
-            clf.eval()
-            return clf, {k: saved[k] for k in ('test_accuracy', 'epochs', 'n_train')} | {
-                'path': path, 'cached': True, 'protocol': protocol}
-        log.info(f'{path} was trained with other settings: retraining it')
-    log.info(f'training the {modality} number classifier ({protocol}, {epochs} epochs) -> {path}')
-    clf, n_train = train_classifier(modality, args, device, epochs, log, protocol)
-    test_acc = accuracy(clf, load_data(modality, args, 'test'), device)
-    log.info(f'  {modality} classifier test accuracy {100 * test_acc:.2f} %')
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    save_torch({'state': clf.state_dict(), 'version': VERSION, 'epochs': epochs, 'n_train': n_train,
-                'test_accuracy': test_acc}, path)
-    clf.eval()
-    return clf, {'test_accuracy': test_acc, 'epochs': epochs, 'n_train': n_train, 'path': path, 'cached': False,
-                 'protocol': protocol}
+    n_train = len(load_data(modality, args, 'train'))
+    key = {'version': VERSION, 'modality': modality, 'protocol': protocol, 'data': _data_tag(args),
+           'n_train': n_train, 'epochs': epochs}
+
+    def fit():
+        log.info(f'training the {modality} number classifier ({protocol}, {epochs} epochs) -> {path}')
+        clf, _ = train_classifier(modality, args, device, epochs, log, protocol)
+        return clf, {'test_accuracy': test_accuracy(clf, load_data(modality, args, 'test'), device)}
+
+    clf, extras, trained_now = cached_network(path, key, lambda: make_classifier(modality, protocol), fit,
+                                              f'{modality} number classifier', device, log)
+    if trained_now:
+        log.info(f'  {modality} classifier test accuracy {100 * extras["test_accuracy"]:.2f} %')
+    return clf, {'test_accuracy': extras['test_accuracy'], 'epochs': epochs, 'n_train': n_train, 'path': path,
+                 'cached': not trained_now, 'protocol': protocol}
