@@ -32,7 +32,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ''
-        if 'default' in text or action.default in (None, False, argparse.SUPPRESS) or action.nargs == 0:
+        if 'default' in text or action.default in (None, False, '', argparse.SUPPRESS) or action.nargs == 0:
             return text
         return super()._get_help_string(action)
 

@@ -35,9 +35,9 @@ import shlex
 import sys
 
 from src.cli import build_parser as main_parser
-from src.cli import explicit_flags, parse_args
+from src.cli import check_dir, explicit_flags, parse_args
 from src.errors import UserError
-from src.files import load_json
+from src.files import load_json, save_text
 
 CONDITIONS = ('cmnist', 'oscn', 'cmnist_oscn')
 MAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'main.py')
@@ -130,6 +130,10 @@ def resolve(argv):
             raise UserError(f"--{k.replace('_', '-')} must be a positive integer, got {getattr(opts, k)}")
     if opts.first_seed < 0:
         raise UserError(f"--first-seed must be >= 0, got {opts.first_seed}")
+    check_dir(opts.study_dir, '--study-dir')
+    check_dir(opts.data_dir, '--data-dir')
+    if opts.write_commands:
+        check_dir(os.path.dirname(os.path.abspath(opts.write_commands)), '--write-commands')
     opts.seed_list = list(range(opts.first_seed, opts.first_seed + opts.seeds))
     if opts.job:
         cond, _, seed = opts.job.partition(':')
@@ -349,9 +353,7 @@ def main(argv=None):
     if opts.print_commands or opts.write_commands:
         lines = commands(opts)
         if opts.write_commands:
-            with open(opts.write_commands + '.tmp', 'w') as f:
-                f.write('\n'.join(lines) + '\n')
-            os.replace(opts.write_commands + '.tmp', opts.write_commands)
+            save_text('\n'.join(lines) + '\n', opts.write_commands)
         if opts.print_commands:
             print('\n'.join(lines))
         return

@@ -27,7 +27,6 @@ paper): the same items with the pairs shuffled.
 --cca span / unit-variance. --untrained scores a freshly initialised model of the
 run's configuration (a baseline). Writes <RUN>/analyse_cub[_untrained].json and .log.
 """
-import argparse
 import hashlib
 import json
 import os
@@ -36,6 +35,7 @@ import time
 import numpy as np
 import torch
 
+from src.cli import Parser
 from src.data import captions as C
 from src.data import cub, load_data
 from src.data.cub_features import extractor, features
@@ -54,8 +54,7 @@ VERSION = 2  # of the cached embedder and CCA
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=__doc__.split('\n\n')[0])
     p.add_argument('--save-dir', required=True, help='run directory (cubIS or cubISft)')
     p.add_argument('--cca-emb', default='', metavar='DIR',
                    help="folder with the authors' CCA_emb.zip content (cub.emb, cub.weights or cub.all, cub.pc, "

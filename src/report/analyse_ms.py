@@ -20,11 +20,11 @@ Quicker checks (fewer epochs or items) and the unpaired variant are flags;
 the JSON records the budget used and whether it is the released protocol.
 Writes <RUN>/analyse_ms.json and <RUN>/analyse_ms.log.
 """
-import argparse
 import time
 
 import torch
 
+from src.cli import Parser
 from src.data import load_data
 from src.errors import UserError
 from src.report import classifiers as C
@@ -38,14 +38,14 @@ UNIMODAL_EPOCH_FACTOR = 10  # released: "mnist-svhn has more examples (roughly x
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=__doc__.split('\n\n')[0])
     p.add_argument('--save-dir', required=True, help='run directory written by main.py (mnist_svhn, mnist or svhn)')
     p.add_argument('--latent-epochs', type=int, default=RELEASED['latent_epochs'],
                    help='epochs of the linear latent classifiers over the paired training set (released: 30; '
                         f'unimodal runs: {UNIMODAL_EPOCH_FACTOR}x this over their own training set, as released)')
     p.add_argument('--classifier-epochs', type=int, default=RELEASED['classifier_epochs'],
-                   help='epochs of the digit CNNs over the paired training set (released: 30); cached per budget')
+                   help='epochs of the classifiers that label generated images (the digit CNNs), over the paired '
+                        'training set, trained once and cached (released: 30)')
     p.add_argument('--train-items', type=int, default=RELEASED['train_items'],
                    help='quick check: train the latent and digit classifiers on N evenly spaced items of the '
                         'training set (0: all, as released)')

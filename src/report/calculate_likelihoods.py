@@ -15,12 +15,12 @@ importance samples per modality, averaged over every item of the test set
 options; by default every test item is used.
 Writes <RUN>/likelihoods.json and <RUN>/likelihoods.log.
 """
-import argparse
 import time
 
 import torch
 from tqdm import tqdm
 
+from src.cli import Parser
 from src.data import load_data
 from src.errors import UserError
 from src.report.metrics import chunk_items, iwae_terms, mmvae_likelihood_terms, spread_subset
@@ -28,8 +28,7 @@ from src.report.runs import add_run_flags, analysis_logger, device_from, load_ru
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description=__doc__.split('\n\n')[0])
     p.add_argument('--save-dir', required=True, help='run directory written by main.py')
     p.add_argument('--iwae-samples', type=int, default=1000, help='importance samples K per modality')
     p.add_argument('--max-items', type=int, default=0,

@@ -51,7 +51,8 @@ def add_run_flags(p, data_help="where the data are (default: the run's --data-di
     p.add_argument('--offline', action='store_true', default=None,
                    help="the data that need no network (for run folders of the released code, which predate the "
                         "flag; this project's runs record it)")
-    p.add_argument('--seed', type=int, default=None, help="random seed (default: the run's)")
+    p.add_argument('--seed', type=int, default=None,
+                   help="seed of the analysis' shuffles and samples (default: the run's --seed)")
     p.add_argument('--no-cuda', action='store_true', help='do not use a GPU even when one is available')
 
 

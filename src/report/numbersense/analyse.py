@@ -31,6 +31,7 @@ import os
 import numpy as np
 import torch
 
+from src.cli import Parser
 from src.data import load_data
 from src.data.numbersense_loaders import protocol_of
 from src.errors import UserError
@@ -57,7 +58,7 @@ from src.report.numbersense.metrics import (
     nearest_class,
     silhouette,
 )
-from src.report.runs import analysis_logger, device_from, load_run, run_script
+from src.report.runs import add_run_flags, analysis_logger, device_from, load_run, run_script
 from src.rng import fork_rng
 
 NUMBERSENSE_MODELS = ('cmnist', 'oscn', 'cmnist_oscn')
@@ -283,19 +284,17 @@ def analyse_encoder_extended(name, vae, vaes, data, classifiers, prior, opts, fi
 
 
 def analyse(save_dir, data_dir='', device='cpu', map='umap', map_points=2000, silhouette_points=5000,
-            classifier_epochs=None, seed=None, protocol=None):
+            classifier_epochs=None, seed=None, protocol=None, offline=None):
     """Run every analysis on a run directory; returns the results (also in RUN/numbersense.json).
 
     protocol: 'noda2024' or 'extended' (default: that of the run's data); seed: of the shuffles and
     samples (default: the run's seed); classifier_epochs default: noda2024 50, extended 3.
     """
     device = torch.device(device)
-    args, model = load_run(save_dir, device)
+    args, model = load_run(save_dir, device, data_dir, offline)
     if args.model not in NUMBERSENSE_MODELS:
         raise UserError(f"--save-dir {save_dir} is a {args.model!r} run; the number-sense analyses need "
                         f"one of {', '.join(NUMBERSENSE_MODELS)}")
-    if data_dir:
-        args.data_dir = data_dir
     protocol = protocol or protocol_of(args)
     if protocol not in ('noda2024', 'extended'):
         raise UserError(f"--protocol must be noda2024 or extended, got {protocol!r}")
@@ -356,10 +355,8 @@ def encoder_results(model, args, vaes, classifiers, prior, opts, fig_dir, log, s
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description='Number-sense analyses of a cmnist / oscn / cmnist_oscn run.',
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(description='Number-sense analyses of a cmnist / oscn / cmnist_oscn run.')
     p.add_argument('--save-dir', required=True, help='run directory written by main.py')
-    p.add_argument('--data-dir', default='', help="datasets and cached classifiers (default: the run's --data-dir)")
     p.add_argument('--protocol', default=None, choices=['noda2024', 'extended'],
                    help="which analyses (default: the protocol of the run's --numbersense-data)")
     p.add_argument('--map', default='umap', choices=['umap', 'tsne', 'none'],
@@ -368,16 +365,16 @@ def build_parser():
     p.add_argument('--silhouette-points', type=int, default=5000,
                    help='extended: silhouette scores on a fixed random subset of this many test items')
     p.add_argument('--classifier-epochs', type=int, default=None,
-                   help='training epochs of the number classifiers (default: noda2024 50, extended 3)')
-    p.add_argument('--seed', type=int, default=None, help="seed of the shuffles and samples (default: the run's)")
-    p.add_argument('--no-cuda', action='store_true', help='do not use a GPU even when one is available')
+                   help='epochs of the classifiers that label generated images, trained once and cached '
+                        '(default: noda2024 50, extended 3)')
+    add_run_flags(p, "datasets and cached classifiers (default: the run's --data-dir)")
     return p
 
 
 def main(argv=None):
     a = build_parser().parse_args(argv)
     analyse(a.save_dir, a.data_dir, device_from(a.no_cuda), a.map, a.map_points, a.silhouette_points,
-            a.classifier_epochs, a.seed, a.protocol)
+            a.classifier_epochs, a.seed, a.protocol, a.offline)
 
 
 if __name__ == '__main__':
