@@ -19,6 +19,7 @@ def fake_run(root, name, seed, latent_acc, joint, extra_flag=None):
     (d / 'args.json').write_text(json.dumps({'flags': flags}))
     (d / 'analyse_ms.json').write_text(json.dumps({
         'seed': seed, 'seconds': 12.5, 'latent_accuracy': {'mnist': latent_acc, 'svhn': latent_acc / 2},
+        'budget': {'latent_epochs': 30}, 'latent_accuracy_setup': {'mnist': {'lr': 1e-3}}, 'n_test_items': 500,
         'joint_coherence': joint, 'data_source': {'mnist': 'x'}, 'per_item': [1, 2, 3]}))
     (d / 'losses.json').write_text(json.dumps({'train': [3.0, 2.0], 'test': [3.5, 2.0 + seed]}))
     return str(d)
@@ -44,6 +45,14 @@ def test_summary_against_scipy(tmp_path, capsys):
     table = pd.read_csv(tmp_path / 'out' / 'summary.csv')
     assert list(table.columns) == ['metric', 'n', 'mean', 'sd', 'ci95_low', 'ci95_high'] and len(table) == 4
     assert os.path.isfile(tmp_path / 'out' / 'summary.md')
+
+
+def test_match_selects_metrics(tmp_path, capsys):
+    run = fake_run(tmp_path, 'a', 1, 90.0, 40.0)
+    rows = summarise.main([run, '--match', 'joint', '--match', 'final'])
+    assert [r['metric'] for r in rows] == ['analyse_ms/joint_coherence', 'final_test_loss']
+    with pytest.raises(UserError, match='no analysis results yet matching nothing'):
+        summarise.main([run, '--match', 'nothing'])
 
 
 def test_mixed_configurations_are_named(tmp_path, capsys):

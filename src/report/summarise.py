@@ -27,9 +27,12 @@ from src.errors import UserError
 from src.files import load_json, save_json, save_text
 from src.report.runs import run_script
 
-# numbers in the analysis files that describe the analysis rather than the model
-BOOKKEEPING = {'seconds', 'seed', 'K', 'n', 'n_items', 'n_train', 'n_test', 'epochs', 'batch_size', 'steps',
-               'joint_samples', 'max_items', 'iwae_samples', 'pair_multiplier', 'world_size', 'std'}
+# numbers in the analysis files that describe the analysis rather than the model: these keys, counts (n_*),
+# and whole sections of settings
+BOOKKEEPING = {'seconds', 'seed', 'K', 'epochs', 'batch_size', 'steps', 'lr', 'train_seconds', 'std', 'chance',
+               'joint_samples', 'joint_coherence_samples', 'joint_llik_scaling', 'max_items', 'iwae_samples',
+               'pair_multiplier', 'world_size', 'analysis_version', 'version', 'target', 'nearest_class'}
+SETTINGS = ('budget', 'options')
 
 
 def find_runs(paths):
@@ -49,7 +52,9 @@ def numbers(obj, prefix=''):
     out = {}
     for k, v in obj.items() if isinstance(obj, dict) else ():
         key = f'{prefix}/{k}' if prefix else str(k)
-        if k in BOOKKEEPING or isinstance(v, bool):
+        if k in BOOKKEEPING or str(k).startswith('n_') or isinstance(v, bool):
+            continue
+        if k in SETTINGS or str(k).endswith('_setup'):
             continue
         if isinstance(v, (int, float)) and math.isfinite(v):
             out[key] = float(v)
@@ -106,8 +111,8 @@ def markdown(rows, runs, differ):
         lines += [f'- `--{k.replace("_", "-")}`: ' + ', '.join(map(str, v)) for k, v in differ.items()] + ['']
     lines += ['| metric | n | mean | sd | 95% CI |', '|---|---|---|---|---|']
     for r in rows:
-        ci = f"[{r['ci95_low']:.4g}, {r['ci95_high']:.4g}]" if r['n'] > 1 else '-'
-        lines.append(f"| {r['metric']} | {r['n']} | {r['mean']:.4g} | {r['sd']:.3g} | {ci} |")
+        sd, ci = (f"{r['sd']:.3g}", f"[{r['ci95_low']:.4g}, {r['ci95_high']:.4g}]") if r['n'] > 1 else ('-', '-')
+        lines.append(f"| {r['metric']} | {r['n']} | {r['mean']:.4g} | {sd} | {ci} |")
     return '\n'.join(lines) + '\n'
 
 
@@ -123,12 +128,16 @@ def main(argv=None):
     p = Parser(description=__doc__.split('\n\n')[0])
     p.add_argument('runs', nargs='+', metavar='RUN_OR_DIR', help='run directories, or folders holding them')
     p.add_argument('--out', default='', metavar='DIR', help='also write summary.md, summary.csv and summary.json here')
+    p.add_argument('--match', action='append', default=[], metavar='TEXT',
+                   help='only the metrics whose name contains TEXT (repeatable: any of them), e.g. analyse_ms/')
     cmd = p.parse_args(argv)
     runs = find_runs(cmd.runs)
-    per_run = [run_metrics(r) for r in runs]
+    per_run = [{k: v for k, v in run_metrics(r).items() if not cmd.match or any(t in k for t in cmd.match)}
+               for r in runs]
     if not any(per_run):
-        raise UserError('the runs hold no analysis results yet: run the analyses first '
-                        '(src/report/calculate_likelihoods.py, analyse_ms.py, analyse_cub.py, ...)')
+        raise UserError('the runs hold no analysis results yet' + (f" matching {', '.join(cmd.match)}" if cmd.match
+                        else '') + ': run the analyses first (src/report/calculate_likelihoods.py, analyse_ms.py, '
+                        'analyse_cub.py, ...)')
     rows, differ = summary_rows(per_run), differing_flags(runs)
     text = markdown(rows, runs, differ)
     sys.stdout.write(text)
