@@ -176,3 +176,15 @@ def test_unimodal_run_and_help(offline_data_dir, tmp_path, monkeypatch):
                  '--print-freq', '--no-analytics', '--no-cuda', '--seed', '--data-dir', '--offline',
                  '--pair-multiplier', '--dreg-estimator'):
         assert flag in p.stdout, flag
+
+
+@pytest.mark.slow
+def test_analysis_numbers_reach_tensorboard(ms_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from src.report import calculate_likelihoods
+    out = calculate_likelihoods.main(['--save-dir', ms_run, '--iwae-samples', '3', '--max-items', '20'])
+    acc = EventAccumulator(os.path.join(ms_run, 'tb'), size_guidance={'scalars': 0}).Reload()
+    joint = acc.Scalars('likelihoods/joint')
+    assert [e.step for e in joint] == [64] and joint[0].value == pytest.approx(out['joint'], rel=1e-6)
+    assert 'likelihoods/marginal/mnist' in acc.Tags()['scalars']

@@ -12,6 +12,7 @@ from src.errors import UserError
 from src.files import load_torch, save_json
 from src.models import MODELS
 from src.rundir import read_run
+from src.tracking import log_analysis
 
 
 def load_run(save_dir, device='cpu', data_dir='', offline=None):
@@ -73,11 +74,13 @@ def analysis_logger(save_dir, name):
 
 
 def save_results(out, save_dir, name, t0, log):
-    """Write out (plus the seconds since t0) to <save_dir>/<name>.json, log where; returns out."""
+    """Write out (plus the seconds since t0) to <save_dir>/<name>.json, and its numbers to the run's
+    TensorBoard events when it has them (trained with --tensorboard); log where; returns out."""
     out['seconds'] = round(time.time() - t0, 2)
     path = os.path.join(save_dir, f'{name}.json')
     save_json(out, path)
-    log.info(f'wrote {path} ({out["seconds"]:.1f} s)')
+    tags = log_analysis(save_dir, name, out)
+    log.info(f'wrote {path} ({out["seconds"]:.1f} s)' + (f' and {len(tags)} TensorBoard scalars' if tags else ''))
     return out
 
 

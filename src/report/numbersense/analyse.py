@@ -60,6 +60,7 @@ from src.report.numbersense.metrics import (
 )
 from src.report.runs import add_run_flags, analysis_logger, device_from, load_run, run_script
 from src.rng import fork_rng
+from src.tracking import log_analysis
 
 NUMBERSENSE_MODELS = ('cmnist', 'oscn', 'cmnist_oscn')
 ANALYSIS_VERSION = 2  # bump when a measure changes: the study then analyses its runs again
@@ -329,6 +330,7 @@ def analyse(save_dir, data_dir='', device='cpu', map='umap', map_points=2000, si
            'classifiers': clf_info, 'encoders': results}
     path = os.path.join(save_dir, 'numbersense.json')
     save_json(out, path)
+    log_analysis(save_dir, 'numbersense', out)
     log.info(f'wrote {path}')
     return out
 
