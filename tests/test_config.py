@@ -57,7 +57,9 @@ def test_shipped_configs_parse():
     assert {'mnist_svhn.yaml', 'cubISft.yaml', 'cubIS.yaml', 'mnist.yaml', 'svhn.yaml'} <= set(names)
     for f in names:
         a = parse_args(['--config', os.path.join(CONFIGS, f)])
-        assert a.model in f or f.startswith('numbersense'), f
+        assert a.model in f or f in ('numbersense_noda2024.yaml', 'quickstart.yaml'), f
+    quick = parse_args(['--config', os.path.join(CONFIGS, 'quickstart.yaml')])
+    assert quick.offline and quick.model == 'mnist_svhn'
     paper = parse_args(['--config', os.path.join(CONFIGS, 'mnist_svhn.yaml')])
     assert (paper.obj, paper.K, paper.looser, paper.learn_prior, paper.epochs, paper.batch_size,
             paper.latent_dim) == ('dreg', 30, True, True, 30, 128, 20)
@@ -138,3 +140,9 @@ def _can_write(d):
         return True
     except OSError:
         return False
+
+
+def test_numbersense_config_is_the_study_protocol():
+    from src.numbersense_study import NODA2024
+    a = parse_args(['--config', os.path.join(CONFIGS, 'numbersense_noda2024.yaml'), '--model', 'cmnist_oscn'])
+    assert {k: getattr(a, k) for k in NODA2024} == NODA2024
