@@ -171,62 +171,68 @@ def run_one(args, label):
 
 def measure(args, label, device):
     run = setup_training(args, device)  # as main.py: seed, model, data, objectives, optimiser
-    model, train_data, test_data = run['model'], run['train_data'], run['test_data']
-    multimodal = model.multimodal
-    B = args.batch_size
+    train_data, test_data = run['train_data'], run['test_data']
     res = {'label': label, 'device': str(device), 'device_name': device_name(device),
-           'threads': torch.get_num_threads(), 'data': train_data.source, 'batch_size': B,
+           'threads': torch.get_num_threads(), 'data': train_data.source, 'batch_size': args.batch_size,
            'flags': {k: getattr(args, k) for k in ('model', 'obj', 'K', 'looser', 'learn_prior', 'batch_size',
                                                    'dreg_estimator', 'amp', 'compile')},
-           'train_items': len(train_data), 'test_items': len(test_data)}
+           'train_items': len(train_data), 'test_items': len(test_data),
+           'matmul_peak_flops': matmul_peak(device, torch.bfloat16 if args.amp else torch.float32),
+           'assembly_ms': assembly_ms(train_data, args, device)}
+    batches = cycle(BatchLoader(train_data, args.batch_size, shuffle=True, seed=args.seed + 1, drop_last=True))
+    res.update(training_steps(run, args, device, batches))
+    res.update(step_flops(run['model'], run['objective'], next(batches)[0], args.K, res))
+    run['model'].eval()
+    with torch.no_grad():
+        res.update(test_pass(run['model'], run['test_objective'], test_data, args, device))
+        res.update(eval_pass(run['model'], run['test_objective'], test_data, args, device))
+    return res
 
-    res['matmul_peak_flops'] = matmul_peak(device, torch.bfloat16 if args.amp else torch.float32)
 
-    # batch assembly
-    it = iter(BatchLoader(train_data, B, shuffle=True, seed=args.seed))
+def assembly_ms(train_data, args, device):
+    """Median time to gather one batch with BatchLoader/TensorData."""
+    it = iter(BatchLoader(train_data, args.batch_size, shuffle=True, seed=args.seed))
     times = []
-    for _ in range(min(args.assembly_batches, len(train_data) // B)):
+    for _ in range(min(args.assembly_batches, len(train_data) // args.batch_size)):
         sync(device)
         t0 = time.perf_counter()
         next(it)
         sync(device)
         times.append(time.perf_counter() - t0)
-    res['assembly_ms'] = 1e3 * statistics.median(times)
+    return 1e3 * statistics.median(times)
 
-    # training steps
-    objective, test_obj = run['objective'], run['test_objective']
-    models, opts = {'optimised': model}, {'optimised': run['optimizer']}
+
+def timed_step(model, opt, objective, x, K, device, released=False):
+    """(wall s, CPU s, loss) of one training step; released: with the released likelihood term."""
+    fast_log_px_z = objectives._log_px_z
+    if released:
+        objectives._log_px_z = released_log_px_z
+    try:
+        sync(device)
+        t0, c0 = time.perf_counter(), time.process_time()
+        opt.zero_grad(set_to_none=True)
+        loss = -objective(model, x, K)
+        loss.backward()
+        opt.step()
+        value = loss.item()
+        return time.perf_counter() - t0, time.process_time() - c0, value
+    finally:
+        objectives._log_px_z = fast_log_px_z
+
+
+def training_steps(run, args, device, batches):
+    """Step times, peak memory and (--released) the released computation alternating on the same batches."""
+    models, opts = {'optimised': run['model']}, {'optimised': run['optimizer']}
     if args.released:
         ref = MODELS[args.model](args).to(device)
-        ref.load_state_dict(model.state_dict())
+        ref.load_state_dict(run['model'].state_dict())
         use_released_decoders(ref)
         if args.compile:
             compile_networks(ref)
         models['released'], opts['released'] = ref, build_optimizer(args, ref)
-
-    def step(name, x):
-        m, opt = models[name], opts[name]
-        fast_log_px_z = objectives._log_px_z
-        if name == 'released':
-            objectives._log_px_z = released_log_px_z
-        try:
-            sync(device)
-            t0, c0 = time.perf_counter(), time.process_time()
-            opt.zero_grad(set_to_none=True)
-            loss = -objective(m, x, args.K)
-            loss.backward()
-            opt.step()
-            value = loss.item()
-            return time.perf_counter() - t0, time.process_time() - c0, value
-        finally:
-            objectives._log_px_z = fast_log_px_z
-
-    batches = cycle(BatchLoader(train_data, B, shuffle=True, seed=args.seed + 1, drop_last=True))
     for m in models.values():
         m.train()
-    step_times = {k: [] for k in models}
-    cpu_times = {k: [] for k in models}
-    peak = {k: 0 for k in models}
+    wall, cpu, peak = ({k: [] for k in models} for _ in range(3))
     rel_diff = 0.0
     for i in range(args.warmup + args.steps):
         x, _ = next(batches)
@@ -234,67 +240,69 @@ def measure(args, label, device):
         for name in models:
             torch.manual_seed(1000 + i)  # the same samples for both computations
             base = mem_reset(device)
-            t, c, values[name] = step(name, x)
-            peak[name] = max(peak[name], mem_peak(device) - base)
+            t, c, values[name] = timed_step(models[name], opts[name], run['objective'], x, args.K, device,
+                                            released=name == 'released')
+            peak[name].append(mem_peak(device) - base)
             if i >= args.warmup:
-                step_times[name].append(t)
-                cpu_times[name].append(c)
+                wall[name].append(t)
+                cpu[name].append(c)
         if 'released' in values:
             rel_diff = max(rel_diff, abs(values['optimised'] - values['released']) / abs(values['released']))
-    res['train_peak_bytes'] = peak['optimised']
-    res['step_ms'] = 1e3 * statistics.median(step_times['optimised'])
-    res['step_ms_min'] = 1e3 * min(step_times['optimised'])
-    res['step_ms_all'] = [round(1e3 * t) for t in step_times['optimised']]
-    res['step_cpu_ms'] = 1e3 * statistics.median(cpu_times['optimised'])
-    res['pairs_per_s'] = B / (res['step_ms'] / 1e3)
-    res['epoch_s'] = len(train_data) / res['pairs_per_s']  # training steps only, at the median step time
+    res = {'train_peak_bytes': max(peak['optimised']), 'step_ms': 1e3 * statistics.median(wall['optimised']),
+           'step_ms_min': 1e3 * min(wall['optimised']), 'step_ms_all': [round(1e3 * t) for t in wall['optimised']],
+           'step_cpu_ms': 1e3 * statistics.median(cpu['optimised'])}
+    res['pairs_per_s'] = args.batch_size / (res['step_ms'] / 1e3)
+    res['epoch_s'] = len(run['train_data']) / res['pairs_per_s']  # training steps only, at the median step time
     if args.released:
-        res['released_step_ms'] = 1e3 * statistics.median(step_times['released'])
-        res['released_step_cpu_ms'] = 1e3 * statistics.median(cpu_times['released'])
-        res['released_step_ms_all'] = [round(1e3 * t) for t in step_times['released']]
-        res['released_train_peak_bytes'] = peak['released']
+        res.update(released_step_ms=1e3 * statistics.median(wall['released']),
+                   released_step_cpu_ms=1e3 * statistics.median(cpu['released']),
+                   released_step_ms_all=[round(1e3 * t) for t in wall['released']],
+                   released_train_peak_bytes=max(peak['released']), loss_rel_diff=rel_diff)
         res['speedup'] = res['released_step_ms'] / res['step_ms']
-        res['loss_rel_diff'] = rel_diff
-
-    # FLOPs of one step (forward + backward; Adam's elementwise work is not counted)
-    x, _ = next(batches)
-    with FlopCounterMode(display=False) as counter:
-        (-objective(model, x, args.K)).backward()
-    model.zero_grad(set_to_none=True)
-    res['step_flops'] = counter.get_total_flops()
-    res['flops_per_s'] = res['step_flops'] / (res['step_ms'] / 1e3)
-    res['peak_fraction'] = res['flops_per_s'] / res['matmul_peak_flops']
-
-    # evaluation: per-epoch test pass (training K) and K = eval-K log-likelihoods, float32, no gradients
-    model.eval()
-    with torch.no_grad():
-        if args.test_batches:
-            loader = BatchLoader(test_data, B)
-            n, t, base = 0, 0.0, mem_reset(device)
-            for j, (x, _) in enumerate(loader):
-                if j == args.test_batches:
-                    break
-                sync(device)
-                t0 = time.perf_counter()
-                test_obj(model, x, args.K).item()
-                sync(device)
-                t += time.perf_counter() - t0
-                n += (x[0] if multimodal else x).size(0)
-            res['test_items_per_s'] = n / t
-            res['test_pass_s'] = len(test_data) / res['test_items_per_s']
-            res['test_peak_bytes'] = mem_peak(device) - base
-        if args.eval_items:
-            x = test_data.gather(torch.arange(min(args.eval_items, len(test_data)), device=device))
-            n = (x[0] if multimodal else x).size(0)
-            res['eval_chunk'] = chunk_size(x, args.eval_K)
-            base = mem_reset(device)
-            sync(device)
-            t0 = time.perf_counter()
-            test_obj(model, x, args.eval_K).item()
-            sync(device)
-            res['eval_items_per_s'] = n / (time.perf_counter() - t0)
-            res['eval_peak_bytes'] = mem_peak(device) - base
     return res
+
+
+def step_flops(model, objective, x, K, res):
+    """FLOPs of one step (forward + backward; Adam's elementwise work is not counted), and their rate."""
+    with FlopCounterMode(display=False) as counter:
+        (-objective(model, x, K)).backward()
+    model.zero_grad(set_to_none=True)
+    flops = counter.get_total_flops()
+    per_s = flops / (res['step_ms'] / 1e3)
+    return {'step_flops': flops, 'flops_per_s': per_s, 'peak_fraction': per_s / res['matmul_peak_flops']}
+
+
+def test_pass(model, test_obj, test_data, args, device):
+    """Throughput and peak memory of the per-epoch test pass (the training K), on --test-batches batches."""
+    if not args.test_batches:
+        return {}
+    n, t, base = 0, 0.0, mem_reset(device)
+    for j, (x, _) in enumerate(BatchLoader(test_data, args.batch_size)):
+        if j == args.test_batches:
+            break
+        sync(device)
+        t0 = time.perf_counter()
+        test_obj(model, x, args.K).item()
+        sync(device)
+        t += time.perf_counter() - t0
+        n += (x[0] if model.multimodal else x).size(0)
+    return {'test_items_per_s': n / t, 'test_pass_s': len(test_data) * t / n,
+            'test_peak_bytes': mem_peak(device) - base}
+
+
+def eval_pass(model, test_obj, test_data, args, device):
+    """Throughput and peak memory of the K = --eval-K log-likelihood objective on --eval-items items."""
+    if not args.eval_items:
+        return {}
+    x = test_data.gather(torch.arange(min(args.eval_items, len(test_data)), device=device))
+    n = (x[0] if model.multimodal else x).size(0)
+    base = mem_reset(device)
+    sync(device)
+    t0 = time.perf_counter()
+    test_obj(model, x, args.eval_K).item()
+    sync(device)
+    return {'eval_chunk': chunk_size(x, args.eval_K), 'eval_items_per_s': n / (time.perf_counter() - t0),
+            'eval_peak_bytes': mem_peak(device) - base}
 
 
 def device_name(device):

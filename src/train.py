@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from . import checkpoint, distributed, figures
 from .data import BatchLoader, load_data, vocab_size
+from .data.tensors import spread_subset
 from .errors import UserError
 from .files import load_json, load_torch, save_json, save_torch
 from .models import MODELS
@@ -172,9 +173,9 @@ def setup_training(args, device, rank=0, world=1, pre_trained=True):
     model = build_model(args, device, pre_trained)
     train_data, test_data = load_datasets(model, args, device, main=rank == 0)
     objective, test_objective = build_objectives(args, model, device)
-    # The figures use one fixed batch spread over the test set (the paired test sets are
+    # The figures use one fixed batch spread evenly over the test set (the paired test sets are
     # ordered by class: their first batch would show a single digit).
-    spread = torch.randperm(len(test_data), generator=torch.Generator().manual_seed(0))[:args.batch_size]
+    spread = spread_subset(len(test_data), min(args.batch_size, len(test_data)))
     return dict(model=model, optimizer=build_optimizer(args, model), objective=objective,
                 test_objective=test_objective, train_data=train_data, test_data=test_data,
                 train_loader=BatchLoader(train_data, args.batch_size, shuffle=True, seed=args.seed, rank=rank,

@@ -10,11 +10,11 @@ import torch.nn.functional as F
 
 from src.cli import build_parser
 from src.data import load_data
+from src.data.tensors import spread_subset
 from src.files import save_json, save_torch
 from src.models import MODELS
 from src.report import analyse_ms, calculate_likelihoods
 from src.report import classifiers as C
-from src.report.metrics import spread_subset
 from src.report.runs import load_run
 
 

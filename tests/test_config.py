@@ -146,3 +146,12 @@ def test_numbersense_config_is_the_study_protocol():
     from src.numbersense_study import NODA2024
     a = parse_args(['--config', os.path.join(CONFIGS, 'numbersense_noda2024.yaml'), '--model', 'cmnist_oscn'])
     assert {k: getattr(a, k) for k in NODA2024} == NODA2024
+
+
+def test_main_help_shows_the_defaults(capsys):
+    import main as main_module
+    with pytest.raises(SystemExit) as e:
+        main_module.main(['--help'])
+    assert e.value.code == 0
+    text = ' '.join(capsys.readouterr().out.split())  # unwrapped
+    assert '(default: 20)' in text and '(default: mnist_svhn)' in text and 'model and objective' in text

@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from ..files import load_json, save_json, save_torch
+from ..files import load_json, save_json, save_text, save_torch
 from .cub_layout import CAPTIONS_PER_IMAGE, TEXT_FILES
 
 log = logging.getLogger(__name__)
@@ -41,9 +41,7 @@ def make_offline_set(data_dir, n_train=None, n_test=None):
         save_torch({'images': torch.from_numpy(images)}, os.path.join(d, f'images_{split}.pt'))
         save_json(attrs, os.path.join(d, f'attributes_{split}.json'))
         txt = os.path.join(d, TEXT_FILES[split])
-        with open(txt + '.tmp', 'w', encoding='utf-8') as f:
-            f.write('\n'.join(caps) + '\n')
-        os.replace(txt + '.tmp', txt)
+        save_text('\n'.join(caps) + '\n', txt)
     meta = {'n_images': n, 'seed': OFFLINE_SEED, 'version': OFFLINE_VERSION, 'image_size': IMAGE_SIZE}
     meta['key'] = hashlib.sha1(json.dumps(meta, sort_keys=True).encode()).hexdigest()
     save_json(meta, _meta_path(data_dir))  # written last: its presence means the set is complete

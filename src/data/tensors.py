@@ -108,3 +108,11 @@ class BatchLoader:
             if self.world_size > 1:
                 idx = idx.tensor_split(self.world_size)[self.rank]
             yield self.data.gather(idx), {k: v[idx] for k, v in self.data.labels.items()}
+
+
+def spread_subset(N, n, device=None):
+    """n evenly spaced indices out of N (all when n >= N or n == 0): a subset that
+    spans every class of the (class-ordered) paired data: the figures' test items, quick checks."""
+    if n == 0 or n >= N:
+        return torch.arange(N, device=device)
+    return torch.linspace(0, N - 1, n, device=device).round().long()

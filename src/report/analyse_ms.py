@@ -26,9 +26,10 @@ import torch
 
 from src.cli import Parser
 from src.data import load_data
+from src.data.tensors import spread_subset
 from src.errors import UserError
 from src.report import classifiers as C
-from src.report.metrics import cross_coherence, joint_coherence, latent_accuracy, spread_subset
+from src.report.metrics import cross_coherence, joint_coherence, latent_accuracy
 from src.report.runs import add_run_flags, analysis_logger, device_from, load_run, run_script, save_results
 
 MODELS = ('mnist_svhn', 'mnist', 'svhn')

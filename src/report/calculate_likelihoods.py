@@ -22,8 +22,9 @@ from tqdm import tqdm
 
 from src.cli import Parser
 from src.data import load_data
+from src.data.tensors import spread_subset
 from src.errors import UserError
-from src.report.metrics import chunk_items, iwae_terms, mmvae_likelihood_terms, spread_subset
+from src.report.metrics import chunk_items, iwae_terms, mmvae_likelihood_terms
 from src.report.runs import add_run_flags, analysis_logger, device_from, load_run, run_script, save_results
 
 

@@ -24,9 +24,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from src.data.tensors import to_model_input
+from src.data.tensors import spread_subset, to_model_input
 from src.files import load_torch, save_torch
-from src.report.metrics import accuracy, spread_subset
+from src.report.metrics import accuracy
 from src.rng import fork_rng
 
 

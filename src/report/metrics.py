@@ -33,14 +33,6 @@ def _log_px(px_z, x):
     return px_z.log_prob(x).view(*px_z.batch_shape[:2], -1).sum(-1)
 
 
-def spread_subset(N, n, device=None):
-    """n evenly spaced indices out of N (all when n >= N or n == 0): a subset that
-    spans every class of the (class-ordered) paired data."""
-    if n == 0 or n >= N:
-        return torch.arange(N, device=device)
-    return torch.linspace(0, N - 1, n, device=device).round().long()
-
-
 # ---------------------------------------------------------------- log-likelihoods
 
 def decoded_size(vae):
@@ -52,8 +44,7 @@ def decoded_size(vae):
 
 def chunk_items(model, K, budget=LIKELIHOOD_BUDGET):
     """Items per chunk so that K samples of a chunk, decoded by every decoder, fit the budget."""
-    vaes = getattr(model, 'vaes', [model])
-    return max(1, int(budget // (K * sum(decoded_size(v) for v in vaes))))
+    return max(1, int(budget // (K * sum(decoded_size(v) for v in model.vaes))))
 
 
 @torch.no_grad()

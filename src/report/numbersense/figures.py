@@ -4,6 +4,7 @@ import numpy as np
 import torch
 
 from src.data.numbersense import COLOURS, SHAPES
+from src.files import save_figure
 
 
 def _plt():
@@ -40,8 +41,7 @@ def arithmetic_figure(eqs, preds, parts, result, path, title):
     ax.axis('off')
     ax.set_title(title, fontsize=8, pad=12)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def embed(z, method, seed, perplexity=None):
@@ -81,8 +81,7 @@ def latent_map_figure(xy, labels, path, title):
         ax.legend(fontsize=6, markerscale=2, loc='best', ncol=1 if k != 'number' else 2)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def confusion_figure(matrix, path, title):
@@ -102,8 +101,7 @@ def confusion_figure(matrix, path, title):
     ax.set_ylabel('true number')
     ax.set_title(title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def distance_figure(diff, dist, r, path, title):
@@ -115,5 +113,4 @@ def distance_figure(diff, dist, r, path, title):
     ax.set_ylabel('distance of class-mean latents')
     ax.set_title(f'{title}\nr = {r:.3f}' if r is not None else title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

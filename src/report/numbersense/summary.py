@@ -13,7 +13,7 @@ Accuracies are fractions in [0, 1].
 """
 import os
 
-from src.files import load_json, save_json
+from src.files import load_json, save_figure, save_json, save_text
 from src.report import stats
 from src.report.numbersense.metrics import CHANCE, MAGNITUDE_VARIANTS
 
@@ -198,8 +198,7 @@ def summary_figure(st, path, title):
         ax.set_xlim(-0.5, len(GROUPS) - 0.5)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def magnitude_silhouette_figure(values, path, title):
@@ -215,8 +214,7 @@ def magnitude_silhouette_figure(values, path, title):
     ax.legend(fontsize=7)
     ax.set_title(title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def aggregate(opts, log, run_dir=None, finished=None, training='', deviations=''):
@@ -235,9 +233,7 @@ def aggregate(opts, log, run_dir=None, finished=None, training='', deviations=''
     magnitude_silhouette_figure(values, os.path.join(opts.study_dir, 'magnitude_vs_silhouette.png'),
                                 f'{tag}: one point per run')
     md = markdown(st, opts, n_runs, missing, training, deviations)
-    with open(os.path.join(opts.study_dir, 'summary.md.tmp'), 'w') as f:
-        f.write(md)
-    os.replace(os.path.join(opts.study_dir, 'summary.md.tmp'), os.path.join(opts.study_dir, 'summary.md'))
+    save_text(md, os.path.join(opts.study_dir, 'summary.md'))
     save_json({'study_dir': opts.study_dir, 'protocol': opts.protocol, 'study_flags': study.study_argv(opts),
                'deviations': opts.deviations, 'offline_data': opts.offline, 'seeds': opts.seed_list,
                'conditions': opts.conditions, 'n_runs': n_runs, 'missing': missing, 'chance': CHANCE,
