@@ -516,12 +516,13 @@ def save_epoch_figures(model, x, run_dir, epoch, display=None):
     if any(vae.modality != 'image' for vae in model.vaes):
         return figures.save_cub_figures(model, x, display, fig_dir, epoch)  # captions, features: the data's display
     recon = os.path.join(fig_dir, f'recon_{epoch:03d}.png')
+    show = spread_subset(len(x[0] if model.multimodal else x), figures.N_RECON)  # 8 items across the classes
     if model.multimodal:
-        xs = [t[:figures.N_RECON] for t in x]
+        xs = [t[show.to(t.device)] for t in x]
         figures.save_cross_reconstruction(xs, model.reconstruct(xs), model.modalities, recon)
         gens = model.generate(figures.N_GEN)
     else:
-        x = x[:figures.N_RECON]
+        x = x[show.to(x.device)]
         figures.save_reconstruction(x, model.reconstruct(x), recon)
         gens = [model.generate(figures.N_GEN)]
     gen_paths = figures.save_generations(gens, model.modalities, os.path.join(fig_dir, f'gen_{{name}}_{epoch:03d}.png'))

@@ -65,6 +65,7 @@ def lines_of(path):
         return f.read().splitlines()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('model', ['cubIS', 'cubISft'])
 def test_training_run_and_figures(runs, model):
     run = runs[model]
@@ -110,6 +111,7 @@ def analyse(run, *extra):
     return analyse_cub.main(['--save-dir', run, *TINY, *extra])
 
 
+@pytest.mark.slow
 def test_analyse_cubIS(runs):
     out = analyse(runs['cubIS'])
     s = out['scores']
@@ -129,6 +131,7 @@ def test_analyse_cubIS(runs):
     assert 'joint generation (6 prior samples)' in log
 
 
+@pytest.mark.slow
 def test_analyse_cubISft_reuse_and_untrained(runs, data_dir):
     run = runs['cubISft']
     first = analyse(run)
@@ -150,6 +153,7 @@ def test_analyse_cubISft_reuse_and_untrained(runs, data_dir):
     assert base['scores']['joint']['score'] != first['scores']['joint']['score']
 
 
+@pytest.mark.slow
 def test_analyse_script_forms_and_errors(runs, tmp_path):
     """Runs as `python src/report/analyse_cub.py` and as a module; bad input is one clear error."""
     env = dict(os.environ, PYTHONPATH=ROOT)
@@ -220,6 +224,7 @@ def ordered_counter(counts):
         del sys.modules['datasets']
 
 
+@pytest.mark.slow
 def test_cca_emb_folder_in_the_released_formats(runs, data_dir, tmp_path):
     run = str(tmp_path / 'run')
     shutil.copytree(runs['cubISft'], run)
@@ -255,6 +260,7 @@ def test_cca_emb_folder_in_the_released_formats(runs, data_dir, tmp_path):
     assert not os.path.exists('pwned_by_pickle') and not os.path.exists(os.path.join(ROOT, 'pwned_by_pickle'))
 
 
+@pytest.mark.slow
 def test_cca_emb_folder_errors(runs, tmp_path):
     run = str(tmp_path / 'run')
     shutil.copytree(runs['cubISft'], run)

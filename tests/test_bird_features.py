@@ -20,6 +20,7 @@ def test_targets_index_the_attribute_values():
     assert bf.targets(generated).shape == (30, len(ATTRIBUTES))  # every generated value is a known choice
 
 
+@pytest.mark.slow
 def test_network_learns_the_colours_and_features_are_fixed_size():
     images, _, attrs = generate_birds(160, seed=7)
     images = torch.from_numpy(images)

@@ -276,9 +276,10 @@ def test_mmvae_joint_term_equals_m_iwae_and_hand_computed_terms():
 
 
 def test_spread_subset_spans_the_data():
-    assert Mx.spread_subset(10, 0).tolist() == list(range(10)) and Mx.spread_subset(10, 30).tolist() == list(range(10))
-    assert Mx.spread_subset(10, 4).tolist() == [0, 3, 6, 9]
-    idx = Mx.spread_subset(1000, 300)
+    from src.data.tensors import spread_subset
+    assert spread_subset(10, 0).tolist() == list(range(10)) and spread_subset(10, 30).tolist() == list(range(10))
+    assert spread_subset(10, 4).tolist() == [0, 3, 6, 9]
+    idx = spread_subset(1000, 300)
     assert len(idx.unique()) == 300 and idx[0] == 0 and idx[-1] == 999
     labels = torch.arange(1000) // 100  # class-ordered, as the paired sets
     assert torch.bincount(labels[idx]).tolist() == [30] * 10
