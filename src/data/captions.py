@@ -40,7 +40,7 @@ from nltk.tokenize.punkt import PunktSentenceTokenizer
 from ..files import save_json, save_torch
 
 EXC, PAD, EOS = 0, 1, 2
-SPECIAL_TOKENS = ('<exc>', '<pad>', '<eos>')
+RESERVED_TOKENS = ('<exc>', '<pad>', '<eos>')
 MAX_LEN = 32
 MIN_OCC = 3
 # Bump when tokenisation/encoding changes so that stale caches are rebuilt.
@@ -132,7 +132,7 @@ def word_counts(token_lists):
 
 def build_vocab(token_lists, min_occ=MIN_OCC):
     """w2i: specials 0..2, then words seen more than `min_occ` times, first-seen order."""
-    w2i = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
+    w2i = {t: i for i, t in enumerate(RESERVED_TOKENS)}
     for w, c in word_counts(token_lists).items():
         if c > min_occ and w not in w2i:
             w2i[w] = len(w2i)

@@ -22,7 +22,7 @@ import torch
 
 from src.data.captions import EOS
 
-SPECIAL_VECTORS = (-1.0, 0.0, 1.0)  # '<exc>', '<pad>', '<eos>': a constant in every dimension
+RESERVED_VECTORS = (-1.0, 0.0, 1.0)  # '<exc>', '<pad>', '<eos>': a constant in every dimension
 
 
 def train_fasttext(sentences, vector_size=300, window=3, min_count=3, epochs=10, bucket=2000000, seed=1):
@@ -40,7 +40,7 @@ def train_fasttext(sentences, vector_size=300, window=3, min_count=3, epochs=10,
 def word_vectors(model, i2w):
     """(V, dim) float64: the fixed vectors of the special tokens, then FastText's vector of each word."""
     dim = model.wv.vector_size
-    rows = [np.full(dim, c) for c in SPECIAL_VECTORS] + [model.wv[w] for w in i2w[len(SPECIAL_VECTORS):]]
+    rows = [np.full(dim, c) for c in RESERVED_VECTORS] + [model.wv[w] for w in i2w[len(RESERVED_VECTORS):]]
     return np.stack(rows).astype(np.float64)
 
 
