@@ -124,6 +124,7 @@ CASES = [
     ('calculate_likelihoods.py', ['--save-dir', '{file}'], 'no such run directory'),
     ('calculate_likelihoods.py', ['--save-dir', '{ms}', '--iwae-samples', '0'], '--iwae-samples must be'),
     ('calculate_likelihoods.py', ['--save-dir', '{evil}'], 'GLOBAL posix.system'),
+    ('calculate_likelihoods.py', ['--save-dir', '{ms}', '--data-dir', '/dev/null/x'], '/dev/null is not a directory'),
     ('calculate_likelihoods.py', ['--save-dir', '{ms}', '--iwae-sample', '5'], 'did you mean --iwae-samples?'),
     ('analyse_ms.py', ['--save-dir', '{cmnist}'], 'analyse_ms works on'),
     ('analyse_ms.py', ['--save-dir', '{ms}', '--joint-samples', '0'], '--joint-samples must be a positive'),
@@ -136,6 +137,7 @@ CASES = [
     ('numbersense_study.py', ['--seeds', '0'], '--seeds'),
     ('summarise.py', ['{root}/none'], 'no such directory'),
     ('summarise.py', ['{mnist}'], 'no analysis results yet'),
+    ('summarise.py', ['{mnist}', '--out', '/dev/null/x'], '/dev/null is not a directory'),
 ]
 
 

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from src.cli import build_parser, with_vocab_size
+from src.cli import build_parser, check_dir, with_vocab_size
 from src.distributed import default_device
 from src.errors import UserError
 from src.files import load_torch, save_json
@@ -23,6 +23,7 @@ def load_run(save_dir, device='cpu', data_dir='', offline=None):
     data. Runs of the released code predate both flags; for our runs --offline must match the run's.
     """
     saved = read_run(save_dir, '--save-dir')
+    check_dir(data_dir, '--data-dir', writable=False)
     flags = with_vocab_size(saved)
     if flags['model'] not in MODELS:
         raise UserError(f"{save_dir} holds a run of unknown model {flags['model']!r}")

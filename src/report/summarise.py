@@ -22,7 +22,7 @@ import sys
 import numpy as np
 from scipy import stats
 
-from src.cli import Parser
+from src.cli import Parser, check_dir
 from src.errors import UserError
 from src.files import load_json, save_json, save_text
 from src.report.runs import run_script
@@ -131,6 +131,7 @@ def main(argv=None):
     p.add_argument('--match', action='append', default=[], metavar='TEXT',
                    help='only the metrics whose name contains TEXT (repeatable: any of them), e.g. analyse_ms/')
     cmd = p.parse_args(argv)
+    check_dir(cmd.out, '--out')
     runs = find_runs(cmd.runs)
     per_run = [{k: v for k, v in run_metrics(r).items() if not cmd.match or any(t in k for t in cmd.match)}
                for r in runs]
