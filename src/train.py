@@ -497,7 +497,8 @@ def test_epoch(model, loader, objective, K, desc='test', stopper=None):
     for i, (x, _) in enumerate(_progress_bar(loader, desc, len(loader))):
         offset, size = loader.shard(i)
         with distributed.global_batch(offset, size):
-            value = -objective(model, x, K).item() if size > 0 else 0.0
+            local = (x[0] if isinstance(x, list) else x).size(0)  # this rank's share may be empty
+            value = -objective(model, x, K).item() if local > 0 else 0.0
         value, stop = distributed.all_sum([value, float(stopper is not None and stopper.requested)], device)
         total += value
         if stop:
