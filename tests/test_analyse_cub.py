@@ -4,6 +4,7 @@ analyse_cub.py on the runs (the four CCA coherence scores, the cached metric
 reused by a flag, the untrained baseline, a folder in the released CCA_emb.zip
 formats, a malicious pickle refused). The image features here are the offline
 stand-in (src/data/bird_features.py), which the outputs must say."""
+import argparse
 import glob
 import json
 import os
@@ -276,3 +277,23 @@ def test_cca_emb_folder_errors(runs, tmp_path):
     torch.save(torch.zeros(2048), os.path.join(run, 'images_mean.pt'))
     with pytest.raises(UserError, match='the CCA files come together'):
         analyse(run, '--cca-emb', folder)
+
+
+@pytest.mark.slow
+def test_released_run_folder(runs, data_dir, tmp_path):
+    """A folder as the released code writes it (args.rar: a pickled Namespace of its own flags, without
+    --data-dir or --offline; model.rar: the state dict) gives the same scores as the run it was made from."""
+    run = runs['cubISft']
+    with open(os.path.join(run, 'args.json')) as f:
+        flags = json.load(f)['flags']
+    released = tmp_path / 'released'
+    released.mkdir()
+    keep = ('model', 'obj', 'K', 'looser', 'llik_scaling', 'batch_size', 'epochs', 'latent_dim', 'num_hidden_layers',
+            'learn_prior', 'seed')
+    torch.save(argparse.Namespace(**{k: flags[k] for k in keep}, cuda=False), released / 'args.rar',
+               _use_new_zipfile_serialization=False)
+    torch.save(torch.load(os.path.join(run, 'model.pt')), released / 'model.rar')
+    ours = analyse(run)
+    theirs = analyse(str(released), '--data-dir', data_dir, '--offline')
+    assert theirs['scores'] == ours['scores']
+    assert os.path.isfile(released / 'analyse_cub.json') and not os.path.exists(released / 'args.json')

@@ -1,6 +1,7 @@
 """Run folders written by the released code (args.rar: a pickled argparse Namespace; model.rar: a state
 dict) load for --pre-trained and the analyses; a pickle that would run code is refused."""
 import argparse
+import math
 import os
 
 import pytest
@@ -10,6 +11,7 @@ import main as main_module
 from src.cli import build_parser, parse_args
 from src.errors import UserError
 from src.models import MODELS
+from src.report import analyse_ms, calculate_likelihoods
 from src.report.runs import load_run
 from src.train import build_model
 
@@ -69,6 +71,28 @@ def test_pretrained_from_a_released_folder(tmp_path):
     args = parse_args(['--pre-trained', run, '--epochs', '1', '--offline', '--out-dir', str(tmp_path / 'o')])
     assert (args.obj, args.K, args.looser, args.epochs, args.pre_trained) == ('dreg', 30, True, 1, run)
     assert same_weights(build_model(args, 'cpu'), ref.state_dict())
+
+
+@pytest.mark.slow
+def test_analysis_scripts_on_a_released_folder(tmp_path, offline_data_dir):
+    """The flags of the released code predate --data-dir and --offline: the scripts take them, read the
+    folder and write their results beside its files, which stay as they were."""
+    ref = random_model('mnist_svhn', learn_prior=True)
+    run = released_folder(tmp_path / 'ms', released_flags('mnist_svhn'), ref.state_dict())
+    before = {n: open(os.path.join(run, n), 'rb').read() for n in ('args.rar', 'model.rar')}
+    common = ['--save-dir', run, '--offline', '--data-dir', offline_data_dir]
+    lik = calculate_likelihoods.main([*common, '--iwae-samples', '3', '--max-items', '20'])
+    assert lik['n_items'] == 20 and lik['offline_data'] is True
+    assert all(math.isfinite(v) and v < 0 for v in (lik['joint'], *lik['marginal'].values()))
+    # the released pair multiplier (30) is the one the folder's run used, so the test pairs are those
+    assert 'pair multiplier 30' in lik['test_set']
+    ms = analyse_ms.main([*common, '--latent-epochs', '1', '--classifier-epochs', '1', '--train-items', '400',
+                          '--max-items', '100', '--joint-samples', '200'])
+    assert set(ms['cross_coherence']) == {'mnist->svhn', 'svhn->mnist'}
+    assert ms['budget']['classifier_epochs'] == 1 and ms['protocol'].startswith('shortened')
+    for name in ('likelihoods.json', 'analyse_ms.json', 'analyse_ms.log'):
+        assert os.path.isfile(os.path.join(run, name))
+    assert before == {n: open(os.path.join(run, n), 'rb').read() for n in before}
 
 
 class Evil:
