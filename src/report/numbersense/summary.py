@@ -204,15 +204,16 @@ def summary_figure(st, path, title):
 def magnitude_silhouette_figure(values, path, title):
     """Magnitude |r| against number silhouette, one point per run, per group (their across-seed plot)."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.6, 3.6))
+    fig, ax = plt.subplots(figsize=(5.6, 4.2))
     for (g, _, _), c in zip(GROUPS, ['tab:blue', 'tab:orange', 'tab:green', 'tab:red'], strict=True):
         sil, mag = dict(values[g]['silhouette_number']), dict(values[g]['magnitude_abs_r'])
         seeds = sorted(set(sil) & set(mag))
         ax.scatter([sil[s] for s in seeds], [mag[s] for s in seeds], color=c, label=g, s=18)
     ax.set_xlabel('silhouette (number)')
     ax.set_ylabel('magnitude |r|')
+    ax.xaxis.set_major_locator(plt.MaxNLocator(6))
     ax.legend(fontsize=7)
-    ax.set_title(title, fontsize=8)
+    ax.set_title(title.replace(': ', ':\n', 1), fontsize=8)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
 
