@@ -32,7 +32,7 @@ from .data.tensors import spread_subset
 from .errors import UserError
 from .files import load_json, load_torch, save_json, save_torch
 from .models import MODELS
-from .objectives import eval_objective, get_objective
+from .objectives import get_objective
 from .report import analytics
 from .rng import fork_rng, rng_states, seed_everything, set_rng_states
 from .rundir import attach_log_file, new_run_dir, read_run, write_args
@@ -113,14 +113,15 @@ def compile_networks(model):
 
 
 def build_objectives(args, model, device):
-    """(training objective, test objective): the test loss is the tight m_iwae / iwae bound at the
-    training K, as in the released code."""
-    objective = get_objective(args.obj, model.multimodal, args.looser, args.dreg_estimator == 'true')
+    """(training objective, test objective), as the model declares them (its joint rule, for a multimodal
+    model): the test loss is the tight bound at the training K, as in the released code."""
+    objectives = model.training_objectives(args)
+    objective = get_objective(objectives, args.obj, args.looser, args.dreg_estimator == 'true')
     if args.amp:
         objective = amp_objective(objective, device)
     if args.compile:
         compile_networks(model)
-    return objective, eval_objective(model.multimodal)
+    return objective, objectives.test
 
 
 def build_optimizer(args, model):
@@ -172,6 +173,8 @@ def setup_training(args, device, rank=0, world=1, pre_trained=True):
     set_vocab_size(args, device)
     model = build_model(args, device, pre_trained)
     train_data, test_data = load_datasets(model, args, device, main=rank == 0)
+    if args.max_test_items:  # a spread over the (class-ordered) test set
+        test_data = test_data.take(spread_subset(len(test_data), args.max_test_items, test_data.sources[0].device))
     objective, test_objective = build_objectives(args, model, device)
     # The figures use one fixed batch spread evenly over the test set (the paired test sets are
     # ordered by class: their first batch would show a single digit).
@@ -254,7 +257,8 @@ def open_checkpoint(args):
 
 
 def is_finished(ckpt, args):
-    done = ckpt['finished'] and ckpt['epoch'] >= args.epochs and not (
+    steps_cap = args.max_steps and ckpt.get('steps_done', 0) >= args.max_steps
+    done = ckpt['finished'] and (ckpt['epoch'] >= args.epochs or steps_cap) and not (
         args.logp and not os.path.isfile(os.path.join(args.resume, 'logp.json')))
     if done:
         log.info(f'{args.resume} is already finished ({ckpt["epoch"]} epochs): nothing to do '
@@ -283,10 +287,16 @@ def open_run_dir(r, ckpt, ckpt_path):
         return args.resume
     if args.run_dir:
         os.makedirs(args.run_dir, exist_ok=True)
-    run_dir = args.run_dir or new_run_dir(args.out_dir, args.experiment or args.model)
+    run_dir = args.run_dir or new_run_dir(args.out_dir, args.experiment or experiment_name(args))
     attach_log_file(os.path.join(run_dir, 'run.log'))
     write_args(run_dir, args, r.train_data.source, r.device)
     return run_dir
+
+
+def experiment_name(args):
+    """The default --experiment: the model, and its joint posterior when not the MMVAE's."""
+    multimodal = MODELS[args.model].multimodal and args.joint_posterior != 'moe'
+    return f'{args.model}_{args.joint_posterior}' if multimodal else args.model
 
 
 def record_resume(run_dir, args, position, device, world):
@@ -331,9 +341,10 @@ def restore(r, ckpt, ckpt_path):
     return Progress(ckpt['epoch'], ckpt['step'], ckpt['partial'], losses, checkpoint.position(ckpt))
 
 
-def save_checkpoint(r, progress, epochs_done, step, totals, loader_state, rng, finished=False):
+def save_checkpoint(r, progress, epochs_done, step, totals, loader_state, rng, finished=False, steps_done=None):
     if r.main:
         state = {'flags': vars(r.args), 'epoch': epochs_done, 'step': step, 'finished': finished,
+                 'steps_done': steps_done,
                  'model': r.model.state_dict(), 'optimizer': r.optimizer.state_dict(), 'losses': progress.losses,
                  'partial': totals, 'loader': loader_state, 'rng': rng, 'world_size': r.world}
         with writing(r, progress):
@@ -349,7 +360,7 @@ def writing(r, progress):
 def train_epochs(r, progress):
     """Epochs progress.epoch + 1 .. --epochs, each continuing a partly trained one where the checkpoint
     stopped: train, test, save weights and losses, checkpoint, figures."""
-    for epoch in range(progress.epoch + 1, r.args.epochs + 1):
+    for epoch in range(progress.epoch + 1, last_epoch(r) + 1):
         t0 = time.time()
         loader_state = r.train_loader.get_state()  # this epoch's order is drawn from it
 
@@ -365,13 +376,26 @@ def train_epochs(r, progress):
         except Stop:
             # tested again on resume; the training of this epoch is kept: checkpoint at its last step, with
             # the RNG as it was then (the test draws that a resume repeats)
-            save_checkpoint(r, progress, epoch - 1, len(r.train_loader),
+            save_checkpoint(r, progress, epoch - 1, steps_in_epoch(r, epoch),
                             dict(totals, seconds=totals['seconds'] + time.time() - t0), loader_state,
                             rng_after_training)
             raise
         end_epoch(r, progress, epoch, totals, test_loss, time.time() - t0)
         if distributed.all_sum([float(r.stopper.requested)], r.device)[0]:
             raise Stop
+
+
+def last_epoch(r):
+    """--epochs, or the epoch in which --max-steps ends the run."""
+    if r.args.max_steps:
+        return min(r.args.epochs, -(-r.args.max_steps // len(r.train_loader)))
+    return r.args.epochs
+
+
+def steps_in_epoch(r, epoch):
+    """Training steps of `epoch`: the loader's batches, fewer in the epoch where --max-steps ends the run."""
+    n = len(r.train_loader)
+    return min(n, r.args.max_steps - (epoch - 1) * n) if r.args.max_steps else n
 
 
 def end_epoch(r, progress, epoch, totals, test_loss, seconds):
@@ -418,7 +442,8 @@ def finish(r, progress):
             with writing(r, progress):
                 save_json({'K': LOGP_K, 'test_log_likelihood': logp}, os.path.join(r.dir, 'logp.json'))
     save_checkpoint(r, progress, progress.epoch, 0, None, r.train_loader.get_state(), rng_states(r.device),
-                    finished=True)
+                    finished=True, steps_done=(progress.epoch - 1) * len(r.train_loader)
+                    + steps_in_epoch(r, progress.epoch) if progress.epoch else 0)
 
 
 # ---------------------------------------------------------------- one epoch
@@ -449,10 +474,13 @@ def train_epoch(r, epoch, save_step=None, start=0, totals=None):
     batch. save_step(step, totals) checkpoints after `step` steps: every --checkpoint-every steps, and
     when a stop signal arrived (then Stop is raised). A non-finite loss raises NonFinite, or is skipped."""
     args, loader = r.args, r.train_loader
+    stop_at = steps_in_epoch(r, epoch)
     r.model.train()
     totals = dict(totals or new_totals())
-    bar = _progress_bar(loader.iter_from(start), f'epoch {epoch} train', len(loader) - start)
+    bar = _progress_bar(loader.iter_from(start), f'epoch {epoch} train', stop_at - start)
     for i, (x, _) in enumerate(bar, start):
+        if i == stop_at:  # --max-steps
+            break
         offset, size = loader.shard(i)
         r.optimizer.zero_grad(set_to_none=True)
         with distributed.global_batch(offset, size):
@@ -466,7 +494,7 @@ def train_epoch(r, epoch, save_step=None, start=0, totals=None):
             log.info(f'  epoch {epoch} batch {i:5d}/{len(loader)}  loss/item {loss / size:.4f}')
         if r.tracker:
             r.tracker.step(loss / size, (epoch - 1) * len(loader) + i + 1)
-        every = args.checkpoint_every and (i + 1) % args.checkpoint_every == 0 and i + 1 < len(loader)
+        every = args.checkpoint_every and (i + 1) % args.checkpoint_every == 0 and i + 1 < stop_at
         if save_step is not None and (stop or every):
             save_step(i + 1, totals)
         if stop:
