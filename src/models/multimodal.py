@@ -91,8 +91,9 @@ class MultimodalVAE(nn.Module):
 
     def forward(self, xs, K=1):
         """Each single modality's posterior q(z|x_e) under the joint rule (a distribution: one component for
-        every rule here), K samples each, decoded by every decoder: (posteriors [M], likelihoods px_zs[e][d] (encoder e's samples, decoder d), samples [M] of
-        shape (K, B, D)). With the mixture of experts this is the released MMVAE.forward."""
+        every rule here), K samples each, decoded by every decoder: (posteriors [M], likelihoods px_zs[e][d]
+        (encoder e's samples, decoder d), samples [M] of shape (K, B, D)). With the mixture of experts this
+        is the released MMVAE.forward."""
         experts = self.experts(xs)
         qz_xs = [single_component(self.posterior(subset=[e], experts=experts)) for e in range(len(self.vaes))]
         zss = [self.rsample(q, K) for q in qz_xs]
