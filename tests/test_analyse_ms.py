@@ -144,7 +144,7 @@ def test_classifiers_use_the_paired_sets_and_record_the_budget(ms_run, offline_d
         assert info['steps'] == 2 and info['epochs'] == 1 and info['n_test_items'] == len(paired['test'])
         assert setup['steps'] == 2 and setup['n_test_items'] == len(paired['test']) == 1000
         # the cached net, tested by hand on the paired test images of this modality
-        net = C.CLASSIFIERS[name]()
+        net = C.digit_cnn(paired['train'].sources[m].shape[1:])
         net.load_state_dict(torch.load(info['path'])['state_dict'])
         test = paired['test']
         pred = C.predict_images(net, test.sources[m])[test.index[m]]

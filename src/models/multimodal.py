@@ -83,6 +83,10 @@ class MultimodalVAE(nn.Module):
         return Mixture(self.joint.components([experts[m] for m in subset], self.prior(),
                                              full=len(subset) == len(self.vaes)))
 
+    def unimodal_posterior(self, m, x):
+        """q(z | x_m) of modality m alone under the joint rule, from its data x (a distribution)."""
+        return single_component(self.posterior(subset=[m], experts={m: self.vaes[m].encode(x)}))
+
     def rsample(self, q, K):
         """K reparameterised samples (K, B, D) of one posterior component (see VAE.rsample)."""
         return rsample(q, torch.Size([K]))

@@ -100,6 +100,10 @@ class VAE(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             return self.qz_x(*self.enc(x))
 
+    def unimodal_posterior(self, m, x):
+        """q(z|x) (m = 0: the one modality), as MultimodalVAE.unimodal_posterior."""
+        return self.encode(x)
+
     def rsample(self, q, K):
         """K reparameterised samples (K, B, D) of a posterior: the one place training draws its noise
         (data-parallel ranks draw their rows of the global batch's noise there)."""

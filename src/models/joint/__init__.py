@@ -9,6 +9,8 @@ A rule is a class registered with `@register_joint`, with
                                  the uniform mixture's components for the given experts (a subset of
                                  the modalities; `full`: all of them)
     objectives() -> ObjectiveSet the --obj choices, their --looser forms and the test bound
+    describe(names, full) -> list of str
+                                 the components of q(z | x_names) in words (reports, JSON)
 Every module in this package is imported: a new rule is one new file.
 """
 import importlib

@@ -14,6 +14,10 @@ class MixtureOfExperts:
         return experts
 
     @staticmethod
+    def describe(names, full):
+        return [f'q(z|{n})' for n in names]
+
+    @staticmethod
     def objectives():
         return O.ObjectiveSet(train={'elbo': O.m_elbo, 'iwae': O.m_iwae, 'dreg': O.m_dreg}, test=O.m_iwae,
                               looser={'iwae': O.m_iwae_looser, 'dreg': O.m_dreg_looser})

@@ -23,6 +23,12 @@ class MixtureOfProducts:
                 s[0] if len(s) == 1 else product_of_experts(s) for s in subsets]
 
     @staticmethod
+    def describe(names, full):
+        subsets = [s for n in range(1, len(names) + 1) for s in combinations(names, n)]
+        return [' '.join(f'q(z|{n})' for n in s) + (' p(z)' if full and len(s) == len(names) else '')
+                + (' (normalised)' if len(s) > 1 else '') for s in subsets]
+
+    @staticmethod
     def objectives():
         return O.ObjectiveSet(train={'elbo': O.mixture_elbo, 'iwae': O.m_iwae, 'dreg': O.m_dreg}, test=O.m_iwae,
                               looser={'iwae': O.m_iwae_looser, 'dreg': O.m_dreg_looser})

@@ -21,6 +21,10 @@ class ProductOfExperts:
         return [product_of_experts([prior, *experts])]  # the prior expert is always in the product
 
     @staticmethod
+    def describe(names, full):
+        return ['p(z) ' + ' '.join(f'q(z|{n})' for n in names) + ' (normalised)']
+
+    @staticmethod
     def objectives():
         return O.ObjectiveSet(train={'elbo': O.subsampled(O.mixture_elbo), 'iwae': O.subsampled(O.m_iwae),
                                      'dreg': O.subsampled(O.m_dreg)}, test=O.m_iwae)
