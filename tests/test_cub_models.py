@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from src.models import MODELS
 from src.models.cub_sent import CaptionCategorical
 from src.objectives import _log_px_z, model_objective
-from src.report.metrics import chunk_items, mmvae_likelihood_terms
+from src.report.metrics import chunk_items, likelihood_terms
 
 V, D, B, K = 23, 6, 3, 4
 ETA = 1e-6
@@ -191,7 +191,7 @@ def test_objectives_and_likelihood_terms_run(models):
         assert all(p.grad is not None for p in m.parameters() if p.requires_grad and p.dim() > 1)
     for name in ('cubIS', 'cubISft'):
         m = models[name]
-        t = mmvae_likelihood_terms(m, data(name), 3)
+        t = likelihood_terms(m, data(name), 3)
         assert t['joint'].shape == (B,) and torch.isfinite(t['joint']).all()
         assert all(torch.isfinite(c).all() for row in t['cross'] for c in row)
         assert chunk_items(m, 3) >= 1

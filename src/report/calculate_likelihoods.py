@@ -100,13 +100,14 @@ def main(argv=None):
         out['marginal'] = {nm: marginal[d] / n for d, nm in enumerate(names)}
         out['cross'] = {names[e]: {names[d]: cross[e][d] / n for d in range(M)} for e in range(M)}
         est = out['estimator']
-        log.info(f'joint log p({", ".join(names)}) (proposal {est["joint"]}; likelihood scaling '
-                 f'{", ".join(f"{k} {v:.4g}" for k, v in scaling.items())}): {out["joint"]:.4f}')
+        log.info(f'joint log p({", ".join(names)}) ({est["joint"]} as proposal, {K} samples per component; '
+                 f'likelihood scaling {", ".join(f"{k} {v:.4g}" for k, v in scaling.items())}): {out["joint"]:.4f}')
         for nm in names:
             log.info(f'log p({nm}) (the same samples, unscaled): {out["marginal"][nm]:.4f}')
         for e in names:
             for d in names:
-                log.info(f'log p({d}) with {est["cross"][e]} as proposal (unscaled): {out["cross"][e][d]:.4f}')
+                log.info(f'log p({d}) with {est["cross"][e]} as proposal ({K} samples per component, '
+                         f'unscaled): {out["cross"][e][d]:.4f}')
     else:
         out['log_likelihood'] = joint / n
         log.info(f'log p({names[0]}) (IWAE): {out["log_likelihood"]:.4f}')
@@ -117,9 +118,9 @@ def estimators(rule, names, K):
     """What each estimate's proposal is, in words, for the JSON and the log."""
     def proposal(given):
         parts = rule.describe(given, full=len(given) == len(names))
-        what = parts[0] if len(parts) == 1 else f"the mixture 1/{len(parts)} ({' + '.join(parts)})"
-        return f'{what}, {K} samples' + (f' from each of its {len(parts)} components' if len(parts) > 1 else '')
-    return {'joint_posterior': rule.name, 'joint': proposal(names), 'cross': {e: proposal([e]) for e in names}}
+        return parts[0] if len(parts) == 1 else f"1/{len(parts)} ({' + '.join(parts)})"
+    return {'joint_posterior': rule.name, 'samples_per_component': K, 'joint': proposal(names),
+            'cross': {e: proposal([e]) for e in names}}
 
 
 if __name__ == '__main__':
