@@ -19,7 +19,7 @@ def what_to_do(error):
     if error.errno in FULL:
         return 'free some disk space (or raise the quota)'
     if error.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return 'make the directory writable'
+        return 'fix the permissions (a read-only file system cannot be written)'
     return 'give a path that can be written'
 
 

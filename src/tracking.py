@@ -10,7 +10,10 @@
 
 Every value is logged at the global training step, so that a resumed run
 purges what the killed one logged after its checkpoint (SummaryWriter's
-purge_step) and its curves continue without duplicates.
+purge_step) and its curves continue without duplicates. The events are flushed
+before every checkpoint, and a failed write of them (a full disk, met by
+TensorBoard's own writer thread) is a WriteError at the next call: the run
+stops before its next checkpoint, so that a resumed run has every step once.
 """
 import contextlib
 import csv
@@ -21,8 +24,8 @@ import threading
 import numpy as np
 from PIL import Image
 
-from .errors import WriteError
-from .files import save_text
+from .errors import UserError, WriteError
+from .files import read_text, save_text
 
 COLUMNS = ('epoch', 'step', 'train_loss', 'test_loss', 'seconds', 'skipped_batches')
 
@@ -125,11 +128,14 @@ def metrics_csv(losses, last_step, epochs):
 def last_step(run_dir):
     """The global step of a run's last finished epoch (metrics.csv), or 0."""
     path = os.path.join(run_dir, 'metrics.csv')
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         return 0
-    with open(path, newline='') as f:
-        rows = list(csv.DictReader(f))
-    return int(rows[-1]['step']) if rows else 0
+    try:
+        rows = list(csv.DictReader(io.StringIO(read_text(path, 'metrics file'), newline='')))
+        return int(rows[-1]['step'])
+    except (IndexError, KeyError, TypeError, ValueError, csv.Error):
+        raise UserError(f"metrics file {path} is damaged: restore it, or delete it (the analysis' TensorBoard "
+                        f"numbers then go to step 0)") from None
 
 
 def log_analysis(run_dir, name, results):

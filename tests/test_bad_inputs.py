@@ -14,8 +14,9 @@ import torch
 import main as main_module
 from src import numbersense_study
 from src.cli import build_parser
+from src.errors import UserError
 from src.models import MODELS
-from src.report import analyse_cub, analyse_ms, calculate_likelihoods, summarise
+from src.report import analyse_cub, analyse_ms, calculate_likelihoods, cca_emb, summarise
 from src.report.numbersense import analyse as analyse_numbersense
 from src.report.runs import run_script
 
@@ -217,6 +218,15 @@ def test_bad_input(runs, tmp_path, capsys, script, argv, message):
     assert message in err and 'Traceback' not in err
     assert not out.exists() and digest(runs['root']) == before  # nothing written, nothing changed
     assert not os.path.exists('/tmp/mmvae_bad_input_pwned')
+
+
+@pytest.mark.parametrize('content', [PNG, b'', b'\0' * 64, None], ids=['binary', 'empty', 'NUL', 'directory'])
+def test_cca_emb_files_that_are_not_what_they_should_be(tmp_path, content):
+    """analyse_cub.py --cca-emb DIR: a file there that is not a pickle of an array is an error naming it."""
+    path = str(tmp_path / 'cub.emb')
+    spoil(path, content)
+    with pytest.raises(UserError, match=f'cub.emb \\(word vectors\\) {path} was not read: it must be a pickled'):
+        cca_emb.load(str(tmp_path), str(tmp_path / 'run'))
 
 
 @pytest.mark.parametrize('script', sorted(SCRIPTS))

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import main as main_module
-from src import files, train
+from src import files, tracking, train
 from src.errors import UserError, WriteError
 from src.report.runs import run_script
 from src.rundir import LogFile
@@ -161,3 +161,14 @@ def test_user_errors_stay_user_errors(monkeypatch, tmp_path):
         raise UserError('a clear message')
     monkeypatch.setattr(train, 'run', bad)
     assert main_module.main(['--model', 'mnist', '--data-dir', str(tmp_path), '--out-dir', str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize('content, message', [(b'\x89PNG\r\n', 'is not a UTF-8 text file'), (b'', 'is empty'),
+                                              (b'epoch,step\n1,x\n', 'is damaged')])
+def test_damaged_metrics_csv(tmp_path, content, message):
+    """The step an analysis logs its numbers at in TensorBoard comes from metrics.csv: a damaged one is named."""
+    (tmp_path / 'metrics.csv').write_bytes(content)
+    with pytest.raises(UserError, match=f'metrics file {tmp_path}/metrics.csv {message}'):
+        tracking.last_step(str(tmp_path))
+    (tmp_path / 'metrics.csv').write_text('epoch,step\n1,20\n2,40\n')
+    assert tracking.last_step(str(tmp_path)) == 40
