@@ -79,17 +79,19 @@ def read_text(path, what='file'):
     """The content of a UTF-8 text file; a UserError naming the file when it is missing, a directory,
     unreadable, empty, or not text (binary bytes, NUL bytes left by a crash, another encoding)."""
     try:
-        with open(path, encoding='utf-8') as f:
-            text = f.read()
+        with open(path, 'rb') as f:
+            data = f.read()
     except FileNotFoundError:
         raise UserError(f"{what} not found: {path}") from None
     except IsADirectoryError:
         raise UserError(f"{what} {path} is a directory, not a file: give the file itself") from None
-    except UnicodeDecodeError as e:
-        raise UserError(f"{what} {path} is not a UTF-8 text file (byte {e.start + 1} is {e.object[e.start]:#04x}): "
-                        f"binary data, or text in another encoding; give the right file, or save it as UTF-8") from None
     except OSError as e:
         raise UserError(f"{what} {path} cannot be read ({e.strerror or e})") from None
+    try:
+        text = data.decode('utf-8-sig')  # -sig: a byte-order mark, as some editors write, is dropped
+    except UnicodeDecodeError as e:
+        raise UserError(f"{what} {path} is not a UTF-8 text file (byte {e.start + 1} is {data[e.start]:#04x}): "
+                        f"binary data, or text in another encoding; give the right file, or save it as UTF-8") from None
     if '\x00' in text:
         raise UserError(f"{what} {path} is not a text file (it holds NUL bytes, as a file cut short by a crash "
                         f"may): restore it, or give the right file")

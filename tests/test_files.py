@@ -172,3 +172,13 @@ def test_damaged_metrics_csv(tmp_path, content, message):
         tracking.last_step(str(tmp_path))
     (tmp_path / 'metrics.csv').write_text('epoch,step\n1,20\n2,40\n')
     assert tracking.last_step(str(tmp_path)) == 40
+
+
+def test_read_text(tmp_path):
+    """UTF-8 text, a byte-order mark dropped; a bad byte is named by its place in the file."""
+    path = tmp_path / 'flags.json'
+    path.write_bytes(b'\xef\xbb\xbf{"epochs": 3}')
+    assert files.read_text(path) == '{"epochs": 3}' and files.load_json(path) == {'epochs': 3}
+    path.write_bytes(b'a' * 20_000 + b'\xe9t\xe9')
+    with pytest.raises(UserError, match=r'is not a UTF-8 text file \(byte 20001 is 0xe9\)'):
+        files.read_text(path)
