@@ -9,7 +9,7 @@ import sys
 import tempfile
 
 from .errors import UserError
-from .files import load_json, load_torch
+from .files import load_json, load_torch, read_text
 from .models import MODELS
 from .models.joint import JOINTS
 from .objectives import OBJECTIVE_NAMES
@@ -296,10 +296,11 @@ def merge_resume(args, explicit):
     if not os.path.isdir(run):
         raise UserError(f"--resume {run}: no such run directory")
     path = os.path.join(run, 'args.json')
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise UserError(f"--resume {run}: {path} is missing, so this is not a run directory "
                         f"(a new run goes there with --run-dir {run})")
-    flags = load_json(path, 'run flags file').get('flags')
+    saved = load_json(path, 'run flags file')
+    flags = saved.get('flags') if isinstance(saved, dict) else None
     if not isinstance(flags, dict) or flags.get('model') not in MODELS:
         raise UserError(f"{path} holds no flags of a known model: is {run} a run directory of this project?")
     if args.run_dir:
@@ -335,11 +336,7 @@ def parse_args(argv=None):
 def load_config(parser, path):
     """{dest: value} from a YAML or JSON file of flag names (dashes or underscores) and values, or a run's
     args.json (its 'flags', without where that run lived); each value checked as the flag's own."""
-    try:
-        with open(path, encoding='utf-8') as f:
-            text = f.read()
-    except OSError as e:
-        raise UserError(f"--config {path}: cannot read it ({e.strerror or e})") from None
+    text = read_text(path, '--config file')
     try:
         if path.endswith(('.yaml', '.yml')):
             import yaml

@@ -35,7 +35,7 @@ from .models import MODELS
 from .objectives import get_objective
 from .report import analytics
 from .rng import fork_rng, rng_states, seed_everything, set_rng_states
-from .rundir import attach_log_file, new_run_dir, read_run, write_args
+from .rundir import attach_log_file, discard_run_dir, new_run_dir, read_run, write_args
 from .tracking import Tracker
 
 log = logging.getLogger('mmvae')
@@ -213,16 +213,17 @@ def _run(args, rank, world, device, stopper):
         r.dir = open_run_dir(r, ckpt, ckpt_path)
     log_setup(r, ckpt)
     progress = restore(r, ckpt, ckpt_path) if ckpt else Progress()
-    if r.main:
-        r.tracker = Tracker(r.dir, args.tensorboard, args.print_freq,
-                            purge_step=progress.epoch * len(r.train_loader) + progress.step + 1 if ckpt else None)
     r.step_fn = distributed.wrap(r.model, r.objective, device, K=args.K,
                                  example=r.train_data.gather(torch.arange(2, device=device)))
+    purge_step = progress.epoch * len(r.train_loader) + progress.step + 1 if ckpt else None
     try:
-        if ckpt and progress.step == 0 and progress.epoch >= 1:
-            epoch_figures(r, progress)  # the kill may have cut them short; drawn on the saved RNG: the same figures
-        train_epochs(r, progress)
-        finish(r, progress)
+        with writing(r, progress):
+            if r.main:
+                r.tracker = Tracker(r.dir, args.tensorboard, args.print_freq, purge_step=purge_step)
+            if ckpt and progress.step == 0 and progress.epoch >= 1:
+                epoch_figures(r, progress)  # the kill may have cut them short; the saved RNG draws the same ones
+            train_epochs(r, progress)
+            finish(r, progress)
     except Stop:
         log.info(f'stopped by {stopper.name}: checkpoint saved ({progress.last_good}); continue with: '
                  f'python main.py --resume {r.dir}')
@@ -285,11 +286,16 @@ def open_run_dir(r, ckpt, ckpt_path):
         log.info(f'==== resuming {args.resume} from {where}{f" ({ckpt_path})" if ckpt else ""}')
         record_resume(args.resume, args, where, r.device, r.world)
         return args.resume
+    made = not (args.run_dir and os.path.isdir(args.run_dir))
     if args.run_dir:
         os.makedirs(args.run_dir, exist_ok=True)
     run_dir = args.run_dir or new_run_dir(args.out_dir, args.experiment or experiment_name(args))
-    attach_log_file(os.path.join(run_dir, 'run.log'))
-    write_args(run_dir, args, r.train_data.source, r.device)
+    try:
+        attach_log_file(os.path.join(run_dir, 'run.log'))
+        write_args(run_dir, args, r.train_data.source, r.device)
+    except UserError:  # a full disk: without args.json the directory is no run; the same command runs again
+        discard_run_dir(run_dir, made)
+        raise
     return run_dir
 
 
@@ -347,13 +353,15 @@ def save_checkpoint(r, progress, epochs_done, step, totals, loader_state, rng, f
                  'steps_done': steps_done,
                  'model': r.model.state_dict(), 'optimizer': r.optimizer.state_dict(), 'losses': progress.losses,
                  'partial': totals, 'loader': loader_state, 'rng': rng, 'world_size': r.world}
-        with writing(r, progress):
-            checkpoint.save(r.dir, state)
+        if r.tracker:
+            r.tracker.flush()  # the events up to the checkpoint are on disk (or the run stops here)
+        checkpoint.save(r.dir, state)
         progress.last_good = checkpoint.position(state)
 
 
 def writing(r, progress):
-    """A failed write into the run directory becomes one clear error naming the last good checkpoint."""
+    """A failed write into the run directory (a full disk, a quota: a WriteError of src/files.py, or an
+    OSError) becomes one clear error naming the last good checkpoint and the --resume that continues."""
     return checkpoint.disk_errors(r.dir, lambda: progress.last_good)
 
 
@@ -405,10 +413,9 @@ def end_epoch(r, progress, epoch, totals, test_loss, seconds):
     losses['epoch_seconds'].append(round(totals['seconds'] + seconds, 2))
     losses['skipped_batches'].append(totals['skipped'])
     if r.main:
-        with writing(r, progress):
-            save_weights(r.model, r.dir)
-            save_json(losses, os.path.join(r.dir, 'losses.json'))
-            r.tracker.epoch(epoch, losses, epoch * len(r.train_loader))
+        save_weights(r.model, r.dir)
+        save_json(losses, os.path.join(r.dir, 'losses.json'))
+        r.tracker.epoch(epoch, losses, epoch * len(r.train_loader))
     save_checkpoint(r, progress, epoch, 0, None, r.train_loader.get_state(), rng_states(r.device))
     progress.epoch = epoch
     log.info(f'====> epoch {epoch:3d}  train loss {losses["train"][-1]:10.4f}  test loss {test_loss:10.4f}  '
@@ -424,7 +431,7 @@ def epoch_figures(r, progress):
     if not r.main:
         return
     epoch = progress.epoch
-    with fork_rng(r.device), writing(r, progress):
+    with fork_rng(r.device):
         paths = save_epoch_figures(r.model, r.figure_batch, r.dir, epoch, r.test_data.display)
         analytics.save_loss_curve(progress.losses, os.path.join(r.dir, 'figures', 'losses.png'))
         if not r.args.no_analytics:  # UMAP of latents, KL box plots
@@ -439,8 +446,7 @@ def finish(r, progress):
                            stopper=r.stopper)
         log.info(f'test log-likelihood (IWAE, K = {LOGP_K}): {logp:.4f}')
         if r.main:
-            with writing(r, progress):
-                save_json({'K': LOGP_K, 'test_log_likelihood': logp}, os.path.join(r.dir, 'logp.json'))
+            save_json({'K': LOGP_K, 'test_log_likelihood': logp}, os.path.join(r.dir, 'logp.json'))
     save_checkpoint(r, progress, progress.epoch, 0, None, r.train_loader.get_state(), rng_states(r.device),
                     finished=True, steps_done=(progress.epoch - 1) * len(r.train_loader)
                     + steps_in_epoch(r, progress.epoch) if progress.epoch else 0)
