@@ -33,6 +33,9 @@ CASES = [  # (model, --obj, looser, true dreg, global batch size)
     ('mnist_svhn', 'dreg', False, True, B), ('mnist_svhn', 'dreg', True, False, B),
     ('mnist_svhn', 'dreg', True, True, B),
     ('mnist_svhn', 'dreg', True, True, 1),  # an empty share, and parameters no objective uses
+    # the other joint posteriors: a product's samples too are each rank's rows of the global noise
+    ('mnist_svhn/poe', 'dreg', False, True, B), ('mnist_svhn/poe', 'elbo', False, False, B),
+    ('mnist_svhn/mopoe', 'iwae', True, False, B), ('mnist_svhn/mopoe', 'elbo', False, False, B),
 ]
 
 
@@ -48,7 +51,9 @@ def _data(model_name, n):
 def one_step(case, rank=0, world=1):
     """Loss (summed over the global batch) and gradients of one step, as the training loop computes them."""
     name, obj, looser, true_dreg, n = case
-    args = parse_args(['--model', name, '--latent-dim', '4', '--learn-prior'])  # learnt prior: sub-model priors unused
+    name, _, joint = name.partition('/')
+    args = parse_args(['--model', name, '--latent-dim', '4', '--learn-prior',  # learnt prior: sub-model priors unused
+                       '--joint-posterior', joint or 'moe'])
     torch.manual_seed(0)
     model = MODELS[name](args).double()  # float64: the comparison can be tight
     data = _data(name, n)

@@ -146,7 +146,7 @@ def test_a_new_model_and_joint_rule_from_outside_src(tmp_path, capsys):
     """48 items in batches of 16: 3 steps an epoch; --max-steps 4 ends in epoch 2 after one step."""
     run = train(tmp_path, '--model', 'blocks_pair', '--joint-posterior', 'poe_noprior', '--obj', 'dreg', '--K', '3',
                 '--batch-size', '16', '--epochs', '5', '--max-steps', '4', '--max-test-items', '5',
-                '--latent-dim', '4')
+                '--latent-dim', '4', '--tensorboard')
     assert os.path.basename(os.path.dirname(run)) == 'blocks_pair_poe_noprior'
     losses = json.load(open(os.path.join(run, 'losses.json')))
     assert len(losses['train']) == 2 and all(v == v for v in losses['train'] + losses['test'])
@@ -160,6 +160,14 @@ def test_a_new_model_and_joint_rule_from_outside_src(tmp_path, capsys):
     capsys.readouterr()
     assert main_py.main(['--resume', run]) == 0  # --max-steps reached: nothing left to do
     assert 'is already finished' in capsys.readouterr().out
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(os.path.join(run, 'tb'), size_guidance={'scalars': 0}).Reload()
+    assert [e.step for e in acc.Scalars('loss/train_step')] == [1, 2, 3, 4]
+    # a new run from its weights keeps its joint posterior (an architecture flag) and starts from them
+    again = train(tmp_path / 'again', '--pre-trained', run, '--max-steps', '1')
+    assert json.load(open(os.path.join(again, 'args.json')))['flags']['joint_posterior'] == 'poe_noprior'
+    assert main_py.main(['--pre-trained', run, '--joint-posterior', 'moe']) == 2
+    assert 'was trained with --joint-posterior poe_noprior' in capsys.readouterr().err
     out = calculate_likelihoods.main(['--save-dir', run, '--iwae-samples', '4'])
     assert out['estimator']['joint_posterior'] == 'poe_noprior'
     assert out['estimator']['joint'] == 'q(z|blocks) q(z|mirrored) (normalised)'
