@@ -1,0 +1,92 @@
+"""Checkpoint files and random states (src/checkpoint.py, src/rng.py), without training: which checkpoint a
+resume takes, what a damaged one leaves, and that every generator's state survives a checkpoint file."""
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from src import checkpoint
+from src.errors import UserError
+from src.rng import fork_rng, rng_states, seed_everything, set_rng_states
+
+CPU = torch.device('cpu')
+
+
+def state(epoch, step, finished=False):
+    return {'epoch': epoch, 'step': step, 'finished': finished, 'model': {'w': torch.full((2,), float(epoch))},
+            'optimizer': {}, 'losses': {}, 'partial': None, 'loader': None, 'rng': None}
+
+
+def test_save_keeps_two_and_load_takes_the_most_advanced(tmp_path):
+    run = str(tmp_path)
+    assert checkpoint.load(run) == (None, None)
+    checkpoint.save(run, state(1, 0))
+    checkpoint.save(run, state(1, 3))
+    assert sorted(os.listdir(run)) == sorted([checkpoint.CKPT, checkpoint.PREV])  # no temporary file left
+    got, path = checkpoint.load(run)
+    assert (got['epoch'], got['step']) == (1, 3) and path == os.path.join(run, checkpoint.CKPT)
+    assert 'time' in got
+    # the ordering is by position, not by file name: epoch, then step, then finished
+    for older, newer in ((state(2, 0), state(1, 3)), (state(1, 3), state(1, 2)), (state(2, 0, True), state(2, 0))):
+        checkpoint.save(run, older)
+        checkpoint.save(run, newer)
+        got, path = checkpoint.load(run)
+        assert (got['epoch'], got['step'], got['finished']) == (older['epoch'], older['step'], older['finished'])
+        assert path == os.path.join(run, checkpoint.PREV)
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    run = str(tmp_path)
+    checkpoint.save(run, state(1, 0))
+    checkpoint.save(run, state(2, 0))
+    with open(os.path.join(run, checkpoint.CKPT), 'wb') as f:
+        f.write(b'not a checkpoint')
+    got, path = checkpoint.load(run)
+    assert got['epoch'] == 1 and path.endswith(checkpoint.PREV)
+    assert f'using {path} (epoch 1 complete) instead' in caplog.text
+    torch.save({'epoch': 3}, os.path.join(run, checkpoint.PREV))  # readable, but keys missing
+    with pytest.raises(UserError, match='no readable checkpoint') as e:
+        checkpoint.load(run)
+    assert 'keys missing' in str(e.value) and '--pre-trained' in str(e.value)
+
+
+def test_position_in_words():
+    assert checkpoint.position({'epoch': 3, 'step': 0}) == 'epoch 3 complete'
+    assert checkpoint.position({'epoch': 3, 'step': 7}) == 'epoch 4, 7 training steps done'
+
+
+def draws():
+    """One draw of every generator a run may use; numpy's and Python's Gaussians come in pairs (the second
+    is cached in the generator's state)."""
+    return (torch.rand(3).tolist(), np.random.rand(2).tolist(), np.random.randn(), random.random(),
+            random.gauss(0, 1))
+
+
+def test_every_random_state_survives_a_checkpoint_file(tmp_path):
+    seed_everything(4)
+    random.seed(4)
+    np.random.randn()  # a cached second Gaussian in numpy's state
+    random.gauss(0, 1)  # and in Python's
+    checkpoint.save(str(tmp_path), dict(state(1, 0), rng=rng_states(CPU)))
+    expected = draws()
+    torch.manual_seed(9)
+    np.random.seed(9)
+    random.seed(9)
+    saved, _ = checkpoint.load(str(tmp_path))  # through the restricted unpickler
+    set_rng_states(saved['rng'], CPU)
+    assert draws() == expected
+
+
+def test_seeding_and_forking():
+    seed_everything(11)
+    first = (torch.rand(2).tolist(), np.random.rand(2).tolist())
+    seed_everything(11)
+    assert (torch.rand(2).tolist(), np.random.rand(2).tolist()) == first
+    seed_everything(12)
+    assert torch.rand(2).tolist() != first[0]
+    seed_everything(11)
+    with fork_rng():
+        torch.rand(5)  # drawn on a fork: the training noise does not move
+    assert torch.rand(2).tolist() == first[0]
