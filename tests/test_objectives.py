@@ -1,8 +1,10 @@
 """Objectives against independent hand computations (docs/reproduction.md, "Objectives").
 
-A tiny model with deterministic reparameterised samples (z = loc + scale *
-eps_k, eps fixed per sample index k) lets every test see the same samples, and
-makes chunking exactly invariant.
+The tiny models of tests/tiny.py with deterministic reparameterised samples
+(z = loc + scale * eps_k, eps fixed per sample index k) let every test see the
+same samples, make chunking exactly invariant, and make each objective a
+deterministic function of the parameters: its gradient is checked against
+central finite differences.
 """
 import argparse
 import math
@@ -10,14 +12,15 @@ import math
 import pytest
 import torch
 import torch.distributions as dist
-import torch.nn as nn
 
 from src import objectives as O
 from src.models.joint import JOINTS
-from src.models.multimodal import MultimodalVAE
-from src.models.vae import VAE, softmax_scale
+from src.models.vae import softmax_scale
+from tests.tiny import TinyFixed as Tiny
+from tests.tiny import TinyPairFixed as TinyPair
+from tests.tiny import X
 
-D, X = 3, 5  # latent and data dimension
+D = 3  # latent dimension; the tiny models' data are X = 5 dimensional (tests/tiny.py)
 
 
 @pytest.fixture(autouse=True)
@@ -33,46 +36,11 @@ def laplace_logpdf(x, loc, scale):
     return -torch.log(2 * scale) - (x - loc).abs() / scale
 
 
-class Enc(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(X, 2 * D)
-
-    def forward(self, x):
-        h = self.lin(x)
-        return h[..., :D], nn.functional.softplus(h[..., D:]) + 0.5
-
-
-class Dec(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(D, X)
-
-    def forward(self, z):
-        return torch.sigmoid(self.lin(z)), torch.tensor(0.75)
-
-
-class Tiny(VAE):
-    name, data_size = 'tiny', (X,)
-
-    def __init__(self, params):
-        super().__init__(dist.Laplace, dist.Laplace, dist.Laplace, Enc(), Dec(), params)
-        self.register_buffer('eps', torch.randn(64, 1, D))
-
-    def rsample(self, q, K):
-        return q.loc + q.scale * self.eps[:K]  # the same noise for every item: chunk-invariant
-
-
-class TinyPair(MultimodalVAE):
-    name = 'tinypair'
-
-    def __init__(self, params):
-        super().__init__(dist.Laplace, params, Tiny(params).named('tiny_a'), Tiny(params).named('tiny_b'))
-        self.vaes[0].llik_scaling = 1.7
-        self.register_buffer('eps', torch.randn(64, 1, D))
-
-    def rsample(self, q, K):
-        return q.loc + q.scale * self.eps[:K]
+def laplace_kl(loc, scale, p_loc, p_scale):
+    """KL(Laplace(loc, scale) || Laplace(p_loc, p_scale)) per dimension, written out:
+    log(d/b) + |a-c|/d + b/d exp(-|a-c|/b) - 1."""
+    gap = (loc - p_loc).abs()
+    return torch.log(p_scale / scale) + gap / p_scale + scale / p_scale * torch.exp(-gap / scale) - 1
 
 
 def params(learn_prior=True):
@@ -156,9 +124,7 @@ def test_elbo_unimodal(uni):
     z = loc + scale * uni.eps[:1]
     mean, s = uni.dec(z)
     p_loc, p_scale = uni._pz_params[0], softmax_scale(uni._pz_params[1])
-    # analytic KL(Laplace(a, b) || Laplace(c, d)) = log(d/b) + |a-c|/d + b/d exp(-|a-c|/b) - 1
-    kl = (torch.log(p_scale / scale) + (loc - p_loc).abs() / p_scale
-          + scale / p_scale * torch.exp(-(loc - p_loc).abs() / scale) - 1).sum(-1)
+    kl = laplace_kl(loc, scale, p_loc, p_scale).sum(-1)
     expected = (laplace_logpdf(x, mean, s).sum(-1)[0] - kl).sum()
     assert torch.allclose(O.elbo(uni, x, 1), expected)
 
@@ -333,3 +299,83 @@ def test_objective_sets_of_the_joint_rules():
     assert JOINTS['mopoe'].objectives().train['elbo'] is O.mixture_elbo
     assert JOINTS['poe'].objectives().train['iwae'].__name__ == 'subsampled_m_iwae'
     assert O.get_objective(JOINTS['poe'].objectives(), 'iwae', looser=True).__name__ == 'subsampled_m_iwae'
+
+
+# ---------------------------------------------------------------- gradients against finite differences
+
+def groups(model):
+    """The parameter groups a bug could scale or cut off on its own: each encoder, each decoder, the prior."""
+    vaes = model.vaes
+    return ([list(v.enc.parameters()) for v in vaes] + [list(v.dec.parameters()) for v in vaes]
+            + [[model._pz_params[1]]])
+
+
+def directional(f, params, direction, h=1e-6):
+    """(f(theta + h v) - f(theta - h v)) / 2h: the derivative of f along v, by central differences."""
+    def step(t):
+        for p, v in zip(params, direction, strict=True):
+            p.add_(t * v)
+    with torch.no_grad():
+        step(h)
+        up = f().item()
+        step(-2 * h)
+        down = f().item()
+        step(h)
+    return (up - down) / (2 * h)
+
+
+def check_gradient(model, value_fn, fd_fn=None):
+    """Along a random direction in each parameter group: autograd's derivative of value_fn() equals the
+    finite-difference derivative of fd_fn (the function whose gradient the objective's is; default: itself)."""
+    g = torch.Generator().manual_seed(3)
+    value = value_fn()
+    for ps in groups(model):
+        direction = [torch.randn(p.shape, generator=g) for p in ps]
+        got = sum((gr * v).sum() for gr, v in zip(torch.autograd.grad(value, ps, retain_graph=True), direction,
+                                                  strict=True)).item()
+        want = directional(fd_fn or value_fn, ps, direction)
+        assert got == pytest.approx(want, rel=1e-6, abs=1e-8), [p.shape for p in ps]
+
+
+@pytest.mark.parametrize('name', ['elbo', 'iwae'])
+def test_unimodal_gradients_are_those_of_the_value(uni, name):
+    """The elbo and iwae gradients are the gradients of their values (no stop-gradient hidden anywhere)."""
+    x = data()
+    check_gradient(uni, lambda: O.OBJECTIVES[name](uni, x, 6))
+
+
+@pytest.mark.parametrize('name', ['m_iwae', 'm_iwae_looser', 'mixture_elbo'])
+def test_multimodal_gradients_are_those_of_the_value(multi, name):
+    xs = mdata()
+    check_gradient(multi, lambda: O.OBJECTIVES[name](multi, xs, 5))
+
+
+def test_m_elbo_gradient(multi):
+    """m_elbo's gradient is that of its value with the importance weights' samples z_d and denominators
+    q_d(z_d) held where they are (as released): every term's gradient by finite differences of that function,
+    written out."""
+    xs, M = mdata(), 2
+    p_loc = multi._pz_params[0]
+    with torch.no_grad():  # what m_elbo holds fixed, at the point of the gradient
+        held = []
+        for v, x in zip(multi.vaes, xs, strict=True):
+            loc, scale = v.enc(x)
+            z = loc + scale * multi.eps[:1]
+            held.append((z, laplace_logpdf(z, loc, scale).sum(-1)))
+
+    def surrogate():
+        encs = [v.enc(x) for v, x in zip(multi.vaes, xs, strict=True)]
+        zs = [loc + scale * multi.eps[:1] for loc, scale in encs]
+        p_scale = softmax_scale(multi._pz_params[1])
+        total = 0
+        for r, (q_loc, q_scale) in enumerate(encs):
+            total = total - laplace_kl(q_loc, q_scale, p_loc, p_scale).sum(-1)
+            for d, v in enumerate(multi.vaes):
+                lpx = laplace_logpdf(xs[d], *v.dec(zs[d])).sum(-1) * v.llik_scaling
+                if d != r:
+                    z_held, lq_held = held[d]
+                    lpx = lpx * torch.exp(laplace_logpdf(z_held, q_loc, q_scale).sum(-1) - lq_held)
+                total = total + lpx
+        return (total / M).mean(0).sum()
+    assert torch.allclose(surrogate(), O.m_elbo(multi, xs, 1))
+    check_gradient(multi, lambda: O.m_elbo(multi, xs, 1), surrogate)
