@@ -6,7 +6,8 @@ import torch
 import torch.distributions as dist
 
 from src.models import MODELS
-from src.models.vae import ETA
+from src.models.vae import ETA, softmax_scale
+from tests import tiny
 
 
 def flags(**kw):
@@ -87,3 +88,30 @@ def test_state_dict_keys_match_released_code():
               'vaes.0.dec.fc3.weight', 'vaes.1.enc.enc.0.weight', 'vaes.1.enc.c1.weight',
               'vaes.1.dec.dec.0.weight'):
         assert k in keys, k
+
+
+@pytest.mark.parametrize('joint', ['moe', 'poe', 'mopoe'])
+def test_cross_matrix_decodes_each_encoders_samples(joint):
+    """forward's px_zs[e][d] is decoder d applied to the samples of q(z|x_e), the posterior of modality e
+    alone under the joint rule (its own expert; with the product of experts, the product with the prior
+    expert), written out on a tiny model with fixed noise; reconstruct shows the means of the same matrix."""
+    torch.manual_seed(0)
+    m = tiny.TinyPairFixed(tiny.params(joint=joint))
+    with torch.no_grad():
+        m._pz_params[1].copy_(torch.randn(1, 3))
+    xs = [torch.rand(4, tiny.X), torch.rand(4, tiny.X)]
+    qz_xs, px_zs, zss = m(xs, K=3)
+    p_scale = softmax_scale(m._pz_params[1])
+    for e, (vae, x) in enumerate(zip(m.vaes, xs, strict=True)):
+        loc, scale = vae.enc(x)
+        if joint == 'poe':  # precision-weighted with the prior expert N(0, p_scale)
+            precision = scale ** -2 + p_scale ** -2
+            loc, scale = loc * scale ** -2 / precision, precision ** -0.5
+        z = loc + scale * m.eps[:3]
+        assert torch.allclose(qz_xs[e].loc, loc) and torch.allclose(qz_xs[e].scale, scale)
+        assert torch.allclose(zss[e], z)
+        for d, decoder in enumerate(m.vaes):
+            assert torch.allclose(px_zs[e][d].loc, decoder.dec(z)[0]), (e, d)
+        recon = m.reconstruct(xs)
+        for d, decoder in enumerate(m.vaes):
+            assert torch.allclose(recon[e][d], decoder.dec(z[:1])[0].squeeze(0)), (e, d)

@@ -6,7 +6,6 @@ same samples, make chunking exactly invariant, and make each objective a
 deterministic function of the parameters: its gradient is checked against
 central finite differences.
 """
-import argparse
 import math
 
 import pytest
@@ -18,7 +17,7 @@ from src.models.joint import JOINTS
 from src.models.vae import softmax_scale
 from tests.tiny import TinyFixed as Tiny
 from tests.tiny import TinyPairFixed as TinyPair
-from tests.tiny import X
+from tests.tiny import X, params
 
 D = 3  # latent dimension; the tiny models' data are X = 5 dimensional (tests/tiny.py)
 
@@ -41,10 +40,6 @@ def laplace_kl(loc, scale, p_loc, p_scale):
     log(d/b) + |a-c|/d + b/d exp(-|a-c|/b) - 1."""
     gap = (loc - p_loc).abs()
     return torch.log(p_scale / scale) + gap / p_scale + scale / p_scale * torch.exp(-gap / scale) - 1
-
-
-def params(learn_prior=True):
-    return argparse.Namespace(latent_dim=D, learn_prior=learn_prior, num_hidden_layers=1, llik_scaling=0.)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ see the same samples).
 `registered()` adds the models ('tiny', 'tiny_pair', 'tiny_fixed', 'tiny_pair_fixed') and their datasets to
 the registries for a test module, so that main.py and src/train.py run them end to end in a fraction of a
 second."""
+import argparse
 import contextlib
 
 import torch
@@ -19,6 +20,12 @@ from src.models.vae import VAE
 
 X = 5          # data dimension
 N_TRAIN = 32   # items of the tiny datasets (the test split: 12)
+
+
+def params(latent_dim=3, joint='moe'):
+    """The flags a tiny model is built from (a learnt prior scale)."""
+    return argparse.Namespace(latent_dim=latent_dim, learn_prior=True, num_hidden_layers=1, llik_scaling=0.,
+                              joint_posterior=joint)
 
 
 class Enc(nn.Module):
