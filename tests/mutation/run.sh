@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Mutation testing of one group of core modules with cosmic-ray (docs/testing.md), from the repository root:
+#     tests/mutation/run.sh objectives      # config: tests/mutation/objectives.toml
+# cosmic-ray changes the source files in place, one mutant at a time, and restores them: run it in a clean
+# copy of the repository (git worktree or clone), not in a tree with unsaved work. One process, nice'd, one
+# thread. The session (mutation-NAME.sqlite) keeps the results: run.sh continues an interrupted session, and
+# `cr-report --surviving-only --show-diff mutation-NAME.sqlite` lists the surviving mutants.
+set -euo pipefail
+name=$1
+cfg=tests/mutation/$name.toml
+db=mutation-$name.sqlite
+export OMP_NUM_THREADS=1 PYTHONPATH=$PWD  # subprocess tests import this copy's src
+if [ ! -e "$db" ]; then
+    cosmic-ray init "$cfg" "$db"
+    cr-filter-operators "$db" "$cfg"
+    if grep -q 'line-filter' "$cfg"; then cr-filter-lines "$db" --config "$cfg"; fi
+fi
+nice -n 19 cosmic-ray exec "$cfg" "$db"
+cosmic-ray dump "$db" | python tests/mutation/score.py "$name"
