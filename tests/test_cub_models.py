@@ -1,5 +1,6 @@
 """The five CUB models (the released vae_cub_*.py, mmvae_cub_*.py): shapes, distributions and scales, tied
-caption embedding/output weights, the caption likelihood with id 0 ignored."""
+caption embedding/output weights, the caption likelihood with id 0 ignored, and the values of the cubIS and cubISft
+objectives against a computation by hand."""
 import argparse
 import math
 

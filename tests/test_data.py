@@ -1,4 +1,5 @@
-"""Pairing as released, in-memory batching, the offline MNIST split."""
+"""Pairing as released (the first n items of each class on both sides, in pair_by_label and in every loader
+that pairs), in-memory batching, the offline MNIST split."""
 import argparse
 import os
 

@@ -1,4 +1,5 @@
-"""Model shapes, parametrisations and the registry (docs/reproduction.md, "Distributions")."""
+"""Model shapes, parametrisations and the registry (docs/reproduction.md, "Distributions"); the values of the
+cross-modal matrix (which samples each decoder sees)."""
 import argparse
 
 import pytest

@@ -104,9 +104,12 @@ def test_scripts_end_to_end(trained_run):
 
     with open(os.path.join(trained_run, 'analyse_ms.json')) as f:
         ms = json.load(f)
-    pcts = [*ms['latent_accuracy'].values(), *ms['cross_coherence'].values(), ms['joint_coherence'],
-            *[c['test_accuracy'] for c in ms['classifiers'].values()]]
-    assert len(pcts) == 7 and all(0 <= p <= 100 for p in pcts)
+    # 63 steps of training have not taught the model the digits yet: its latents and cross generations are at
+    # chance (10 %, 1,000 and 300 test items), in percent
+    chance = [*ms['latent_accuracy'].values(), *ms['cross_coherence'].values(),
+              *ms['reconstruction_coherence'].values()]
+    assert len(chance) == 6 and all(abs(p - 10) < 5 for p in chance), chance
+    assert (ms['joint_coherence'] * 1500 / 100) == pytest.approx(round(ms['joint_coherence'] * 15))  # of 1,500
     assert set(ms['cross_coherence']) == {'mnist->svhn', 'svhn->mnist'}
     assert ms['joint_coherence_samples'] == 1500 and '300 of 1,000 pairs' in ms['cross_coherence_test_set']
     # the digit CNNs learn in two epochs over the 4,000 pairs (pair multiplier 1): far above chance
@@ -156,7 +159,8 @@ def test_unimodal_run(offline_data_dir, tmp_path):
     lik = calculate_likelihoods.main(['--save-dir', run, '--iwae-samples', '3', '--max-items', '20'])
     assert lik['n_items'] == 20 and math.isfinite(lik['log_likelihood']) and lik['test_set'] == 'test set'
     out = analyse_ms.main(['--save-dir', run, '--latent-epochs', '1'])
-    assert list(out['latent_accuracy']) == ['mnist'] and 0 <= out['latent_accuracy']['mnist'] <= 100
+    # an untrained encoder's means are small beside its posterior scales (softmax(0) * D = 1): chance, 10 %
+    assert list(out['latent_accuracy']) == ['mnist'] and abs(out['latent_accuracy']['mnist'] - 10) < 4
     assert out['latent_accuracy_setup']['mnist']['epochs'] == 10  # 10x for unimodal runs, as released
     assert 'cross_coherence' not in out and 'joint_coherence' not in out
     assert 'do not apply' in open(os.path.join(run, 'analyse_ms.log')).read()
