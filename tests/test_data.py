@@ -4,6 +4,7 @@ import argparse
 import os
 
 import numpy as np
+import pytest
 import torch
 
 import src.data.numbersense_loaders as L
@@ -37,6 +38,17 @@ def test_pairs_have_equal_labels_and_spec_counts():
             assert_first_n_of_each_class(a, b, ia, ib, dm, cap)
     ia, ib = pair_by_label(np.array([0, 0, 1, 2]), np.array([2, 1, 1, 3]), 1, seed=0)  # classes on one side only
     assert sorted(zip(ia.tolist(), ib.tolist(), strict=True)) == [(2, 1), (3, 0)]
+
+
+def test_pairing_cap_multiplier_and_no_shared_label():
+    """The released cap of 10,000 items a class; a multiplier of at least 1; two sets without a common label
+    are an error, not an empty pairing."""
+    ia, ib = pair_by_label(np.zeros(10001, int), np.zeros(10002, int), 1, seed=0)
+    assert len(ia) == 10000 and ia.max() == ib.max() == 9999
+    with pytest.raises(ValueError, match='>= 1, got 0'):
+        pair_by_label([0, 1], [0, 1], 0, seed=0)
+    with pytest.raises(ValueError, match='share no label'):
+        pair_by_label([0, 0, 1], [2, 3], 1, seed=0)
 
 
 def test_cmnist_oscn_pairs_by_number_and_colour():
