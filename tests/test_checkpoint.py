@@ -1,14 +1,17 @@
 """Checkpoint files and random states (src/checkpoint.py, src/rng.py), without training: which checkpoint a
-resume takes, what a damaged one leaves, and that every generator's state survives a checkpoint file."""
+resume takes, what a damaged one leaves, that every generator's state survives a checkpoint file; a failed write
+and the stop signals."""
+import errno
 import os
 import random
+import signal
 
 import numpy as np
 import pytest
 import torch
 
 from src import checkpoint
-from src.errors import UserError
+from src.errors import UserError, WriteError
 from src.rng import fork_rng, rng_states, seed_everything, set_rng_states
 
 CPU = torch.device('cpu')
@@ -90,3 +93,44 @@ def test_seeding_and_forking():
     with fork_rng():
         torch.rand(5)  # drawn on a fork: the training noise does not move
     assert torch.rand(2).tolist() == first[0]
+
+
+def test_a_failed_write_names_the_file_and_the_last_good_checkpoint(tmp_path):
+    run = str(tmp_path)
+    full = OSError(errno.ENOSPC, 'No space left on device')
+    with pytest.raises(UserError) as e, checkpoint.disk_errors(run, lambda: 'epoch 2 complete'):
+        raise WriteError(os.path.join(run, 'model.pt'), full)
+    msg = str(e.value)
+    assert msg.startswith(f"could not write {os.path.join(run, 'model.pt')}: No space left on device.")
+    assert 'the last good checkpoint is epoch 2 complete' in msg and 'free some disk space' in msg
+    assert f'python main.py --resume {run}' in msg
+    with pytest.raises(UserError) as e, checkpoint.disk_errors(run, lambda: None):
+        raise OSError(errno.EROFS, 'Read-only file system', os.path.join(run, 'losses.json'))
+    assert str(e.value).startswith(f"could not write {os.path.join(run, 'losses.json')}: Read-only file system.")
+    assert 'none yet (the run had not finished a checkpoint)' in str(e.value)
+    assert 'fix the permissions' in str(e.value)
+    with pytest.raises(UserError, match=f'could not write {run}: '), checkpoint.disk_errors(run, lambda: None):
+        raise OSError(errno.EDQUOT, 'Disk quota exceeded')  # no file name: the run directory is named
+    with pytest.raises(FileNotFoundError), checkpoint.disk_errors(run, lambda: None):
+        raise FileNotFoundError(errno.ENOENT, 'No such file or directory')  # a bug, not a fault: as it is
+    checkpoint._fsync_dir(str(tmp_path / 'absent'))  # a directory that cannot be opened is passed over
+
+
+def test_stop_signals():
+    """SIGTERM and SIGINT ask the loop to stop (exit 143 or 130, as a shell reports them); a second Ctrl-C
+    interrupts at once; restore() puts the previous handlers back."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    stop = checkpoint.GracefulStop()
+    try:
+        assert not stop.requested and stop.name == 'a signal to another rank' and stop.exit_code == 143
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested and stop.exit_code == 143 and stop.name == 'SIGTERM'
+        stop._handle(signal.SIGTERM, None)  # a second SIGTERM: still a graceful stop
+        stop._handle(signal.SIGINT, None)
+        assert stop.exit_code == 130 and stop.name == 'SIGINT'
+        with pytest.raises(KeyboardInterrupt):
+            stop._handle(signal.SIGINT, None)
+    finally:
+        stop.restore()
+    assert {s: signal.getsignal(s) for s in before} == before
+    assert checkpoint.EXIT_CODES == {signal.SIGTERM: 128 + 15, signal.SIGINT: 128 + 2}
