@@ -2,6 +2,7 @@
 resume takes, what a damaged one leaves, that every generator's state survives a checkpoint file; a failed write
 and the stop signals."""
 import errno
+import logging
 import os
 import random
 import signal
@@ -46,7 +47,12 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
     checkpoint.save(run, state(2, 0))
     with open(os.path.join(run, checkpoint.CKPT), 'wb') as f:
         f.write(b'not a checkpoint')
-    got, path = checkpoint.load(run)
+    log = logging.getLogger('mmvae')  # main.py's logger need not propagate: its records are taken here
+    log.addHandler(caplog.handler)
+    try:
+        got, path = checkpoint.load(run)
+    finally:
+        log.removeHandler(caplog.handler)
     assert got['epoch'] == 1 and path.endswith(checkpoint.PREV)
     assert f'using {path} (epoch 1 complete) instead' in caplog.text
     torch.save({'epoch': 3}, os.path.join(run, checkpoint.PREV))  # readable, but keys missing
