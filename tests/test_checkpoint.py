@@ -6,6 +6,8 @@ import logging
 import os
 import random
 import signal
+import stat
+import threading
 
 import numpy as np
 import pytest
@@ -119,7 +121,21 @@ def test_a_failed_write_names_the_file_and_the_last_good_checkpoint(tmp_path):
         raise OSError(errno.EDQUOT, 'Disk quota exceeded')  # no file name: the run directory is named
     with pytest.raises(FileNotFoundError), checkpoint.disk_errors(run, lambda: None):
         raise FileNotFoundError(errno.ENOENT, 'No such file or directory')  # a bug, not a fault: as it is
-    checkpoint._fsync_dir(str(tmp_path / 'absent'))  # a directory that cannot be opened is passed over
+
+
+def test_directory_sync_is_best_effort(tmp_path, monkeypatch):
+    """Some systems cannot open or fsync a directory: the renames are atomic all the same."""
+    checkpoint._fsync_dir(str(tmp_path / 'absent'))
+    calls, fsync = [], os.fsync
+
+    def refuse_directories(fd):
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            calls.append(fd)
+            raise OSError(errno.EINVAL, 'Invalid argument')
+        fsync(fd)
+    monkeypatch.setattr(os, 'fsync', refuse_directories)
+    checkpoint.save(str(tmp_path), state(1, 0))
+    assert calls and checkpoint.load(str(tmp_path))[0]['epoch'] == 1
 
 
 def test_stop_signals():
@@ -140,3 +156,9 @@ def test_stop_signals():
         stop.restore()
     assert {s: signal.getsignal(s) for s in before} == before
     assert checkpoint.EXIT_CODES == {signal.SIGTERM: 128 + 15, signal.SIGINT: 128 + 2}
+    # outside the main thread no handler can be installed: a stop then comes from another rank's request
+    made = []
+    thread = threading.Thread(target=lambda: made.append(checkpoint.GracefulStop()))
+    thread.start()
+    thread.join()
+    assert made and not made[0].requested and made[0]._previous == {}
