@@ -36,6 +36,7 @@ def test_sif_weights_from_raw_counts():
         assert w[w2i[word]] == pytest.approx(0.1 / (0.1 + c / 13))
     assert w[0] == pytest.approx(0.1 / (0.1 + 3 / 13))   # '<exc>': the, is, tiny (3 of 13)
     assert w[1] == 0 and w[2] == 0                       # '<pad>', '<eos>' never in the raw text
+    assert sif.sif_weights(counts, w2i)[w2i['bird']] == pytest.approx(1e-3 / (1e-3 + 3 / 13))  # a = 1e-3
 
 
 def test_embedding_truncates_after_the_first_eos():
@@ -80,6 +81,28 @@ def test_embedder_chains_the_steps():
 
 
 @pytest.mark.slow
+def test_fasttext_settings_are_the_released_ones(monkeypatch):
+    """What gensim is asked for (the released helper.py: 300-d, window 3, min count 3, 10 epochs, gensim's
+    2,000,000 buckets), with one worker thread (deterministic for a seed)."""
+    gensim_models = pytest.importorskip('gensim.models')  # the cub extra
+    calls = {}
+
+    class Recorder:
+        def __init__(self, **kw):
+            calls['init'] = kw
+
+        def build_vocab(self, corpus_iterable):
+            calls['vocab'] = corpus_iterable
+
+        def train(self, corpus_iterable, total_examples, epochs):
+            calls['train'] = (corpus_iterable, total_examples, epochs)
+    monkeypatch.setattr(gensim_models, 'FastText', Recorder)
+    sentences = (['a', 'bird'], ['red', '.'])
+    sif.train_fasttext(sentences)
+    assert calls['init'] == dict(vector_size=300, window=3, min_count=3, bucket=2000000, seed=1, workers=1)
+    assert calls['vocab'] == [['a', 'bird'], ['red', '.']] and calls['train'] == (calls['vocab'], 2, 10)
+
+
 def test_fasttext_on_raw_sentences():
     sentences = [s.split() for s in ['this bird has a red crown and white belly .',
                                      'a small bird with blue wings and a long black beak .',
