@@ -162,3 +162,20 @@ def test_stop_signals():
     thread.start()
     thread.join()
     assert made and not made[0].requested and made[0]._previous == {}
+
+
+def test_cuda_state_restored_on_a_gpu_only(monkeypatch):
+    """A checkpoint's CUDA generator state goes back to the GPU a run resumes on, and is left alone when it
+    resumes on the CPU (a GPU run moved to a CPU machine). torch.cuda's two calls stand in for a GPU."""
+    restored = []
+    monkeypatch.setattr(torch.cuda, 'get_rng_state', lambda device: torch.full((4,), 7, dtype=torch.uint8))
+    monkeypatch.setattr(torch.cuda, 'set_rng_state', lambda state, device: restored.append((state, device)))
+    gpu = torch.device('cuda', 0)
+    states = rng_states(gpu)
+    assert torch.equal(states['cuda'], torch.full((4,), 7, dtype=torch.uint8))
+    set_rng_states(states, CPU)
+    assert restored == []
+    set_rng_states(states, gpu)
+    assert len(restored) == 1 and restored[0][0] is states['cuda'] and restored[0][1] == gpu
+    set_rng_states(dict(states, cuda=None), gpu)  # a CPU run's checkpoint resumed on a GPU: nothing to restore
+    assert len(restored) == 1 and rng_states(CPU)['cuda'] is None
