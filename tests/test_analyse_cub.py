@@ -117,7 +117,10 @@ def test_analyse_cubIS(runs):
     out = analyse(runs['cubIS'])
     s = out['scores']
     assert set(s) == {'ground_truth', 'image_to_caption', 'caption_to_image', 'joint'}
-    assert all(-1 <= v['score'] <= 1 and -1 <= v['shuffled'] <= 1 for v in s.values())
+    # one epoch of 80 items teaches the model nothing: what it generates scores at the chance level of the same
+    # items (their pairs shuffled)
+    for k in ('image_to_caption', 'caption_to_image', 'joint'):
+        assert abs(s[k]['score'] - s[k]['shuffled']) < 0.02, (k, s[k])
     assert s['ground_truth']['n'] == s['image_to_caption']['n'] == 30 and s['joint']['n'] == 6  # 3 batches of 10
     assert out['stand_in_image_features'] and 'stand-in' in out['image_features']
     assert out['offline_data'] and not out['reused_embeddings'] and not out['untrained_model']
