@@ -3,6 +3,7 @@ loss of every objective of every joint rule; a run stopped by SIGTERM in the mid
 bit for bit where the uninterrupted run ends (weights, optimiser, losses, loader, every random state), from the
 newest of its two checkpoints."""
 import json
+import logging
 import os
 import random
 import signal
@@ -14,6 +15,7 @@ import torch
 
 from main import main
 from src import checkpoint, distributed, train
+from src import objectives as O
 from src.cli import parse_args
 from src.data import tensors
 from tests import tiny
@@ -65,6 +67,128 @@ def test_ten_steps_raise_the_bound(model, joint, obj, looser, estimator):
     assert after > before + 0.03, (before, after)
 
 
+# ---------------------------------------------------------------- the step functions, value by value
+
+def fixed_trainer(*flags):
+    """A Run of the fixed-noise tiny pair (the objective a deterministic function of the weights)."""
+    return trainer(['--model', 'tiny_pair_fixed', '--obj', 'iwae', '--K', '3', '--latent-dim', '3', '--batch-size',
+                    '8', '--learn-prior', *flags])
+
+
+class Messages(logging.Handler):
+    """The messages logged to the project's logger (which need not propagate to pytest's)."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+class Tracker:
+    def __init__(self):
+        self.steps = []
+
+    def step(self, value, global_step):
+        self.steps.append((value, global_step))
+
+
+def test_train_epoch_sums_the_loss_reports_each_step_and_checkpoints_every_n():
+    """32 items in batches of 8: four steps. The epoch's loss is minus the sum of the objective's values
+    (a sum over each batch's items); each step is reported per item, numbered across epochs; the running
+    loss is logged every --print-freq steps; a checkpoint is asked for every --checkpoint-every steps
+    (not after the last one: the end of the epoch checkpoints)."""
+    torch.manual_seed(0)
+    r = fixed_trainer('--print-freq', '2', '--checkpoint-every', '2')
+    values, batches, step = [], [], r.step_fn
+    r.step_fn = lambda x, K: batches.append(x) or values.append(step(x, K)) or values[-1]
+    r.tracker, saved, messages = Tracker(), [], Messages()
+    log = logging.getLogger('mmvae')
+    level = log.level
+    log.setLevel(logging.INFO)
+    log.addHandler(messages)
+    try:
+        totals = train.train_epoch(r, 3, save_step=lambda n, t: saved.append((n, dict(t))))
+    finally:
+        log.removeHandler(messages)
+        log.setLevel(level)
+    got = [v.item() for v in values]
+    assert len(got) == 4 and totals['items'] == 32 and totals['skipped'] == 0
+    assert totals['loss'] == pytest.approx(-sum(got))
+    assert r.tracker.steps == [(pytest.approx(-v / 8), 8 + i + 1) for i, v in enumerate(got)]
+    assert saved == [(2, dict(totals, loss=pytest.approx(-sum(got[:2])), items=16))]
+    logged = [m for m in messages.messages if 'loss/item' in m]
+    assert [m.split('loss/item')[0].split() for m in logged] == [['epoch', '3', 'batch', '0/4'],
+                                                                  ['epoch', '3', 'batch', '2/4']]
+    assert float(logged[1].split()[-1]) == pytest.approx(-got[2] / 8, abs=1e-4)
+    # a resumed epoch trains its batches from the step it stopped at, adding to its running sums
+    state = r.train_loader.get_state()
+    last = next(r.train_loader.iter_from(3))[0]
+    r.train_loader.set_state(state)
+    more = train.train_epoch(r, 3, start=3, totals=dict(totals, loss=1.0, items=5))
+    assert len(values) == 5 and all(torch.equal(a, b) for a, b in zip(batches[-1], last, strict=True))
+    assert more['items'] == 5 + 8 and more['loss'] == pytest.approx(1.0 - values[-1].item())
+
+
+def test_a_non_finite_loss_stops_or_is_skipped():
+    r = fixed_trainer()
+    step = r.step_fn
+    calls = []
+
+    def nan_at_2(x, K):
+        calls.append(1)
+        v = step(x, K)
+        return v * float('nan') if len(calls) == 2 else v
+    r.step_fn = nan_at_2
+    with pytest.raises(train.NonFinite) as e:
+        train.train_epoch(r, 1)
+    assert (e.value.epoch, e.value.step, e.value.steps) == (1, 2, 4)
+    r.args.skip_nonfinite = True
+    calls.clear()
+    totals = train.train_epoch(r, 1)
+    assert totals['skipped'] == 1 and totals['items'] == 24
+    calls[:] = [1]  # the first step of the next epoch non-finite: nothing trained yet when it is skipped
+    totals = train.train_epoch(r, 2)
+    assert totals['skipped'] == 1 and totals['items'] == 24
+
+
+def test_test_epoch_is_the_per_item_test_bound_and_the_ranks_add_up():
+    """test_epoch: minus the objective per test item, over batches with a short last one; with two ranks each
+    tests its share of every batch (the last, of one item, leaves rank 1 nothing) and their sums are the
+    whole; a stop request stops it."""
+    r = fixed_trainer()
+    data, objective, K = r.test_data, r.test_objective, 3
+    whole = -objective(r.model, data.gather(torch.arange(len(data))), K).item() / len(data)
+    assert len(data) == 12
+    assert train.test_epoch(r.model, tensors.BatchLoader(data, 5), objective, K) == pytest.approx(whole)
+    shares = [train.test_epoch(r.model, tensors.BatchLoader(data, 11, rank=k, world_size=2), objective, K)
+              for k in (0, 1)]
+    assert sum(shares) == pytest.approx(whole) and all(s != pytest.approx(whole) for s in shares)
+    with pytest.raises(train.Stop):
+        train.test_epoch(r.model, tensors.BatchLoader(data, 5), objective, K, stopper=SimpleNamespace(requested=True))
+
+
+@pytest.mark.parametrize('estimator', ['released', 'true'])
+def test_build_objectives_gives_the_flags_objective(estimator):
+    """--obj, --looser and --dreg-estimator choose the objective (its gradients tell the two estimators
+    apart); no bfloat16 autocast without --amp; the test bound is the rule's."""
+    r = trainer(['--model', 'tiny_pair_fixed', '--obj', 'dreg', '--looser', '--K', '3', '--latent-dim', '3',
+                 '--learn-prior', '--dreg-estimator', estimator])
+    m = r.model
+    x = r.train_data.gather(torch.arange(8))
+    built, test = train.build_objectives(r.args, m, r.device)
+    assert test is O.m_iwae
+    params = [p for p in m.parameters() if p.requires_grad]
+    for true_dreg in (False, True):
+        want = O.m_dreg_looser(m, x, 3, true_dreg=true_dreg)
+        got = built(m, x, 3)
+        assert got.item() == want.item()  # float32 throughout: the same operations
+        grads = [torch.autograd.grad(v, params, allow_unused=True) for v in (got, want)]  # the parts' priors: unused
+        same = all(a is b is None or torch.equal(a, b) for a, b in zip(*grads, strict=True))
+        assert same == (true_dreg == (estimator == 'true'))
+
+
 # ---------------------------------------------------------------- stop and resume, bit for bit
 
 FLAGS = ['--model', 'tiny_pair', '--obj', 'dreg', '--K', '3', '--latent-dim', '3', '--learn-prior', '--epochs', '2',
@@ -104,6 +228,7 @@ def test_a_stopped_run_resumes_bit_for_bit_from_its_newest_checkpoint(runs, tmp_
     run = str(tmp_path / 'stopped')
     newest, prev = (torch.load(os.path.join(run, f)) for f in (checkpoint.CKPT, checkpoint.PREV))
     assert (newest['epoch'], newest['step'], prev['epoch'], prev['step']) == (1, 2, 1, 0)
+    assert not newest['finished'] and not prev['finished']
     monkeypatch.setattr(tensors.BatchLoader, 'iter_from', iter_from)
     # every generator somewhere else: the resume must bring back the checkpoint's states
     torch.manual_seed(123)
