@@ -80,7 +80,6 @@ def test_embedder_chains_the_steps():
     np.testing.assert_allclose(out[:, 0], 0, atol=1e-12)
 
 
-@pytest.mark.slow
 def test_fasttext_settings_are_the_released_ones(monkeypatch):
     """What gensim is asked for (the released helper.py: 300-d, window 3, min count 3, 10 epochs, gensim's
     2,000,000 buckets), with one worker thread (deterministic for a seed)."""
