@@ -181,6 +181,16 @@ def test_anova_rm_gg_corrects_the_degrees_of_freedom():
     assert gg['F'] == pytest.approx(plain['F']) and gg['eps_gg'] == pytest.approx(eps)
     assert gg['df'] == pytest.approx([3 * eps, 12 * eps])
     assert gg['p'] == pytest.approx(sps.f.sf(plain['F'], 3 * eps, 12 * eps)) and gg['p'] > plain['p']
+    import warnings
+
+    import pandas as pd
+    import pingouin as pg
+    with warnings.catch_warnings():  # pingouin's own use of a keyword pandas deprecates
+        warnings.simplefilter('ignore')
+        ref = pg.rm_anova(pd.DataFrame(RM), correction=True).iloc[0]  # pingouin's own corrected p
+    assert gg['p'] == pytest.approx(ref['p_GG_corr']) and gg['F'] == pytest.approx(ref['F'])
+    two = stats.anova_rm_gg({lv: v[:2] for lv, v in RM.items()})  # 2 subjects: still defined
+    assert two['p'] is not None and two['df'][0] == pytest.approx(3 * two['eps_gg'])
 
 
 def test_shaffer_multipliers_match_his_table():

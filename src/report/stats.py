@@ -228,19 +228,15 @@ def mauchly_p(chi2, d, n):
 
 
 def anova_rm_gg(values):
-    """The repeated-measures F with Greenhouse-Geisser-corrected degrees of freedom (pingouin
-    rm_anova, correction=True): F, epsilon, corrected df and p; complete subjects only."""
-    import pingouin as pg
-    subjects = complete_subjects(values)
-    out = {'F': None, 'eps_gg': None, 'df': None, 'p': None, 'n_subjects': len(subjects)}
-    if len(values) < 2 or len(subjects) < 2:
+    """The repeated-measures F (AnovaRM) with Greenhouse-Geisser-corrected degrees of freedom: epsilon
+    from pingouin, p = F's survival function at (eps df1, eps df2); complete subjects only."""
+    rm = anova_rm(values)
+    out = {'F': rm['F'], 'eps_gg': None, 'df': None, 'p': None, 'n_subjects': rm['n_subjects']}
+    if rm['F'] is None:
         return out
-    with warnings.catch_warnings():  # pingouin's own use of a pandas keyword that pandas deprecates
-        warnings.filterwarnings('ignore', message='The inplace keyword', category=Warning)
-        r = pg.rm_anova(_wide(values, subjects), correction=True).iloc[0]
-    eps = float(r['eps']) if len(values) > 2 else 1.0
-    return {**out, 'F': num(r['F']), 'eps_gg': num(eps), 'df': [num(eps * r['ddof1']), num(eps * r['ddof2'])],
-            'p': num(r['p_GG_corr'] if len(values) > 2 else r['p_unc'])}
+    eps = 1.0 if len(values) == 2 else sphericity(values)['eps_gg']
+    df = [eps * rm['df'][0], eps * rm['df'][1]]
+    return {**out, 'eps_gg': num(eps), 'df': [num(d) for d in df], 'p': num(stats.f.sf(rm['F'], *df))}
 
 
 def shaffer_multipliers(k):

@@ -83,8 +83,8 @@ def gg_corrected(authors):
     for g, r in authors['transforms_rm'].items():
         seeds = sorted({s for pairs in r['inputs'].values() for s, _ in pairs})
         per_level = {c: [dict(pairs).get(s) for s in seeds] for c, pairs in r['inputs'].items()}
-        out[g] = {'call': "pingouin.rm_anova(wide, correction=True)['p_GG_corr']", **stats.anova_rm_gg(per_level),
-                  'p_uncorrected': r['p']}
+        out[g] = {'call': 'scipy.stats.f.sf(F, eps * df1, eps * df2), eps = pingouin.epsilon(wide)',
+                  **stats.anova_rm_gg(per_level), 'p_uncorrected': r['p']}
     return out
 
 
