@@ -153,7 +153,7 @@ def test_vs_chance_as_their_perform_one_sample(df):
 
 def test_the_family_and_ours_apart(df):
     fam = A.family(df)
-    names = [n for n, _ in A.tests_of(fam)]
+    names = [n for n, _ in A.named_tests(fam)]
     assert len(names) == 2 * 5 * 2 + 4 + 2 + (3 + 2) * 2 == 36  # f_oneway + Welch, transforms, RM, vs chance
     values = {g: {} for g, _, _ in summary.GROUPS}
     for cond, seed, encs in results():
@@ -165,7 +165,7 @@ def test_the_family_and_ours_apart(df):
     st, _ = summary.statistics({g: {m: values[g].get(m, []) for m in summary.METRICS + summary.MAGNITUDES}
                                 for g in values}, results())
     ours = st['ours']
-    assert len(ours['authors_holm']) == 36 and all('p_holm' not in t for _, t in A.tests_of(st['authors']))
+    assert len(ours['authors_holm']) == 36 and all('p_holm' not in t for _, t in A.named_tests(st['authors']))
     holm = {x['name']: x for x in ours['authors_holm']}
     ps = [x['p'] for x in ours['authors_holm']]
     from statsmodels.stats.multitest import multipletests

@@ -17,6 +17,7 @@ from src.cli import parse_args
 from src.data.digits import mnist_arrays
 from src.errors import UserError
 from src.files import save_torch
+from src.report.numbersense.authors_stats import named_tests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GROUPS = ['cmnist VAE', 'MMVAE cmnist enc.', 'oscn VAE', 'MMVAE oscn enc.']
@@ -181,7 +182,9 @@ def test_study_end_to_end(finished_study):
     assert set(summary['authors']['vs_chance']) == set(GROUPS)
     assert set(summary['authors']['transforms_rm']) == {'MMVAE cmnist enc.', 'MMVAE oscn enc.'}
     assert summary['authors']['transforms_rm']['MMVAE oscn enc.']['df'] == [3, 3]  # 4 columns, 2 seeds
-    assert len(summary['ours']['authors_holm']) == 36
+    fam = list(named_tests(summary['authors']))
+    assert len(fam) == 36 and [x['name'] for x in summary['ours']['authors_holm']] == [
+        n for n, t in fam if t['p'] is not None]
     assert 'silhouette_number' in summary['ours']['mmvae_encoders_paired']
     assert summary['stale'] == [] and {r['analysis'] for r in summary['runs']} == {'current'}
     # Budgets in steps, from the runs' metrics.csv.

@@ -165,7 +165,7 @@ def family(df):
     return out
 
 
-def tests_of(fam):
+def named_tests(fam):
     """(name, test) of every test of their family with its own p-value. anova_lm is left out: for two
     groups it is f_oneway's F and p again."""
     for mod, cols in fam['mmvae_vs_vae'].items():

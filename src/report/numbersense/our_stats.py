@@ -12,7 +12,7 @@
 Values are {group: {measure: [[seed, value]]}} (summary.collect).
 """
 from src.report import stats
-from src.report.numbersense.authors_stats import tests_of
+from src.report.numbersense.authors_stats import named_tests
 
 GROUP_PAIRS = {'cmnist': ('MMVAE cmnist enc.', 'cmnist VAE'), 'oscn': ('MMVAE oscn enc.', 'oscn VAE')}
 EXTRA = ('silhouette_colour', 'silhouette_shape')
@@ -89,7 +89,7 @@ def gg_corrected(authors):
 
 
 def family(values, authors, magnitudes, measures):
-    out = {'authors_holm': holm(tests_of(authors), mark=False), 'rm_gg_corrected': gg_corrected(authors),
+    out = {'authors_holm': holm(named_tests(authors), mark=False), 'rm_gg_corrected': gg_corrected(authors),
            'mmvae_vs_vae_silhouettes': extra_silhouettes(values),
            'magnitude_all_variants_rm': all_variants_rm(values, magnitudes),
            'mmvae_encoders_paired': encoders_paired(values, measures)}
