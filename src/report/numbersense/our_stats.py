@@ -84,7 +84,7 @@ def gg_corrected(authors):
         seeds = sorted({s for pairs in r['inputs'].values() for s, _ in pairs})
         per_level = {c: [dict(pairs).get(s) for s in seeds] for c, pairs in r['inputs'].items()}
         out[g] = {'call': 'scipy.stats.f.sf(F, eps * df1, eps * df2), eps = pingouin.epsilon(wide)',
-                  **stats.anova_rm_gg(per_level), 'p_uncorrected': r['p']}
+                  'inputs': r['inputs'], **stats.anova_rm_gg(per_level), 'p_uncorrected': r['p']}
     return out
 
 
