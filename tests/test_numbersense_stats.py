@@ -269,3 +269,95 @@ def test_the_report_does_not_import_the_runner():
                         if any('numbersense_study' in n for n in names):
                             importers.append(os.path.relpath(path, ROOT))
     assert importers == []
+
+
+
+# ---------------------------------------------------------------- a study folder, recomputed from summary.json
+
+def _vals(pairs):
+    return [v for _, v in pairs]
+
+
+@pytest.fixture(scope='module')
+def stats_only_study(tmp_path_factory):
+    """A finished offline study folder holding only small files (no weights): each run's args.json,
+    losses.json, metrics.csv and numbersense.json with the fixed numbers above, then --stats-only."""
+    d = tmp_path_factory.mktemp('study')
+    argv = ['--offline', '--seeds', str(len(SEEDS)), '--first-seed', '0', '--epochs', '10', '--study-dir', str(d)]
+    opts = study.resolve(argv)
+    for cond, seed, encs in results():
+        run = study.run_dir(opts, cond, seed)
+        os.makedirs(run)
+        flags = study.expected_flags(study.train_argv(opts, cond, seed))
+        json.dump({'flags': flags}, open(os.path.join(run, 'args.json'), 'w'))
+        json.dump({'train': [1.0] * 10}, open(os.path.join(run, 'losses.json'), 'w'))
+        open(os.path.join(run, 'metrics.csv'), 'w').write('epoch,step\n9,1017\n10,1130\n')
+        result = {'epochs': 10, 'settings': study.requested_settings(opts, cond, seed),
+                  'encoders': {e: {'summary': s} for e, s in encs.items()}}
+        json.dump(result, open(os.path.join(run, 'numbersense.json'), 'w'))
+    study.main(argv + ['--stats-only'])
+    return d, argv
+
+
+def test_summary_tests_recompute_from_their_recorded_inputs(stats_only_study):
+    """Every authors' test in summary.json is recomputed from its recorded per-seed inputs with scipy /
+    statsmodels alone, and those inputs are the runs' own numbersense.json values."""
+    d, _ = stats_only_study
+    s = json.load(open(d / 'summary.json'))
+    a = s['authors']
+    assert s['n_runs'] == 12 and s['offline_data'] and s['stale'] == [] and s['missing'] == []
+    assert len(list(A.named_tests(a))) == 36
+    for t, (mod, cols) in enumerate(a['mmvae_vs_vae'].items()):
+        assert mod == A.MODALITIES[t] and list(cols) == A.compared(t)
+        for col, r in cols.items():
+            mm, vae = (_vals(r['welch']['inputs'][m]) for m in r['welch']['models'])
+            assert len(mm) == len(vae) == len(SEEDS)
+            w = sps.ttest_ind(mm, vae, equal_var=False)
+            assert (r['welch']['t'], r['welch']['p']) == (pytest.approx(w.statistic), pytest.approx(w.pvalue))
+            f = sps.f_oneway(mm, vae)
+            assert (r['f_oneway']['F'], r['f_oneway']['p']) == (pytest.approx(f.statistic), pytest.approx(f.pvalue))
+            long = pd.DataFrame([(m, v) for m in r['anova_lm']['models'] for v in _vals(r['anova_lm']['inputs'][m])],
+                                columns=['model_name', col])
+            table = sm.stats.anova_lm(ols(f'{col} ~ C(model_name)', data=long).fit(), typ=2)
+            assert r['anova_lm']['F'] == pytest.approx(table.loc['C(model_name)', 'F'])
+            assert r['anova_lm']['p'] == pytest.approx(table.loc['C(model_name)', 'PR(>F)'])
+    for g, cols in a['vs_chance'].items():
+        for r in cols.values():
+            ref = sps.ttest_1samp(_vals(next(iter(r['inputs'].values()))), 1 / 9)
+            assert (r['t'], r['p'], r['df']) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue), 3), g
+    for r in a['transforms_rm'].values():
+        assert list(r['inputs']) == A.R_TRANSFORMS
+        long = pd.DataFrame([(seed, c, v) for c, pairs in r['inputs'].items() for seed, v in pairs],
+                            columns=['seed', 'level', 'value'])
+        ref = AnovaRM(long, 'value', 'seed', within=['level']).fit().anova_table.loc['level']
+        assert (r['F'], r['p'], r['df']) == (pytest.approx(ref['F Value']), pytest.approx(ref['Pr > F']), [3, 9])
+    for r in a['transforms_oneway'].values():
+        ref = sps.f_oneway(*[_vals(v) for v in r['inputs'].values()])
+        assert (r['F'], r['p']) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue))
+    # The inputs are the runs' own analysis files: the OSCN encoder of the MMVAE, seed 1.
+    run = json.load(open(d / 'cmnist_oscn' / 'seed001' / 'numbersense.json'))
+    assert [1, run['encoders']['oscn']['summary']['magnitude_abs_r']] in \
+        a['transforms_rm']['MMVAE oscn enc.']['inputs']['magnitude_avg']
+    assert a['vs_chance']['MMVAE oscn enc.']['cross_0x1_avg']['inputs']['MMVAE_CMNIST_OSCN'] == [
+        [seed, v] for seed, v in zip(SEEDS, MM['cmnist']['cross_accuracy'], strict=True)]
+    # Budgets in steps, with the share of the protocol's (50 epochs of the real data, batch 128).
+    b = s['budget']['cmnist']
+    assert (b['steps'], b['epochs']) == (1130, 10)
+    assert b['fraction_of_protocol_steps'] == pytest.approx(1130 / (50 * 938))
+    # synthesized.csv is their data frame of these runs (in the study's order: condition, then seed).
+    in_order = sorted(results(), key=lambda r: (study.CONDITIONS.index(r[0]), r[1]))
+    pd.testing.assert_frame_equal(pd.read_csv(d / 'synthesized.csv'), A.frame(in_order), check_dtype=False)
+
+
+def test_stats_only_again_gives_the_same_summary(stats_only_study, tmp_path):
+    """The statistics of a copy of the study folder (its small files only) are the same: anyone can
+    recompute summary.json from the per-run analysis files without retraining."""
+    import shutil
+    d, argv = stats_only_study
+    copy = tmp_path / 'copy'
+    shutil.copytree(d, copy, ignore=shutil.ignore_patterns('summary.*', 'synthesized.csv', '*.png', 'study.log'))
+    study.main([*argv[:-1], str(copy), '--stats-only'])
+    new, old = (json.load(open(x / 'summary.json')) for x in (copy, d))
+    for k in ('groups', 'authors', 'ours', 'budget', 'not_above_chance', 'stale', 'missing'):
+        assert new[k] == old[k], k
+    assert (copy / 'synthesized.csv').read_text() == (d / 'synthesized.csv').read_text()
