@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 import torch.distributions as dist
-import torch.nn as nn
+from tiny import Dec, Enc
 
 from src import objectives as O
 from src.models.joint import JOINTS
@@ -33,30 +33,11 @@ def laplace_logpdf(x, loc, scale):
     return -torch.log(2 * scale) - (x - loc).abs() / scale
 
 
-class Enc(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(X, 2 * D)
-
-    def forward(self, x):
-        h = self.lin(x)
-        return h[..., :D], nn.functional.softplus(h[..., D:]) + 0.5
-
-
-class Dec(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(D, X)
-
-    def forward(self, z):
-        return torch.sigmoid(self.lin(z)), torch.tensor(0.75)
-
-
 class Tiny(VAE):
     name, data_size = 'tiny', (X,)
 
     def __init__(self, params):
-        super().__init__(dist.Laplace, dist.Laplace, dist.Laplace, Enc(), Dec(), params)
+        super().__init__(dist.Laplace, dist.Laplace, dist.Laplace, Enc(X, D), Dec(X, D), params)
         self.register_buffer('eps', torch.randn(64, 1, D))
 
     def rsample(self, q, K):
