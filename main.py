@@ -2,7 +2,7 @@
 import sys
 
 from src.cli import parse_args
-from src.errors import UserError
+from src.errors import report
 from src.rundir import setup_logging
 
 
@@ -12,9 +12,8 @@ def main(argv=None):
         args = parse_args(argv)
         from src.train import run
         run(args)
-    except UserError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+    except Exception as e:  # bad input, a full disk: one `error:` line; a bug keeps its traceback
+        return report(e)
     except KeyboardInterrupt:
         print('interrupted: the last finished epoch is saved in the run directory', file=sys.stderr)
         return 130

@@ -21,7 +21,7 @@ import logging
 import os
 import signal
 
-from .errors import UserError
+from .errors import FAULTS, UserError, WriteError, what_to_do
 from .files import load_torch, save_torch
 
 log = logging.getLogger('mmvae')
@@ -99,21 +99,29 @@ def load(run_dir, map_location='cpu'):
 
 @contextlib.contextmanager
 def disk_errors(run_dir, last_good):
-    """A failed write (full disk, quota, permissions) becomes one clear error.
+    """A failed write (full disk, quota, permissions) becomes one clear error: the file, the OS's words,
+    the last good checkpoint, and the --resume that continues.
 
-    Files are written atomically, so the failed one keeps its previous content
-    and the last good checkpoint is intact.
+    Files are written atomically (src/files.py), so the failed one keeps its previous content and the last
+    good checkpoint is intact.
     """
     try:
         yield
+    except WriteError as e:
+        raise _stopped(run_dir, e.path, e.error, last_good()) from None
     except OSError as e:
-        where = f' ({e.filename})' if e.filename else ''
-        raise UserError(
-            f"could not write into the run directory {run_dir}{where}: {e.strerror or e}.\n"
-            f"  The files there keep their previous content; the last good checkpoint is "
-            f"{last_good() or 'none yet (the run had not finished a checkpoint)'}.\n"
-            f"  fix: free some disk space (or fix the permissions/quota), then continue with "
-            f"python main.py --resume {run_dir}") from None
+        if e.errno not in FAULTS:
+            raise
+        raise _stopped(run_dir, e.filename or run_dir, e, last_good()) from None
+
+
+def _stopped(run_dir, path, error, last_good):
+    return UserError(
+        f"could not write {path}: {error.strerror or error}.\n"
+        f"  The run directory keeps its previous files, none half-written; the last good checkpoint is "
+        f"{last_good or 'none yet (the run had not finished a checkpoint)'}.\n"
+        f"  fix: {what_to_do(error)}, then continue with: python main.py --resume {run_dir} "
+        f"(a run directory can also be moved to another disk and resumed there)")
 
 
 # ------------------------------------------------------------ graceful stops

@@ -9,12 +9,14 @@ import sys
 import tempfile
 
 from .errors import UserError
-from .files import load_json, load_torch
+from .files import load_json, load_torch, read_text
 from .models import MODELS
+from .models.joint import JOINTS
+from .objectives import OBJECTIVE_NAMES
 from .rundir import read_run
 
 # Flags that fix the network shapes: a --pre-trained run must keep them.
-ARCH_FLAGS = ('model', 'latent_dim', 'num_hidden_layers', 'arch', 'vocab_size')
+ARCH_FLAGS = ('model', 'joint_posterior', 'latent_dim', 'num_hidden_layers', 'arch', 'vocab_size')
 
 # The number-sense flags (see build_parser) and the models they apply to.
 NUMBERSENSE_MODELS = ('cmnist', 'oscn', 'cmnist_oscn')
@@ -84,7 +86,8 @@ def version():
 
 
 def build_parser():
-    p = Parser(description='Train a unimodal VAE or a mixture-of-experts multimodal VAE (MMVAE).')
+    p = Parser(description='Train a unimodal VAE or a multimodal VAE: the mixture-of-experts MMVAE (default), '
+                           'the product-of-experts MVAE or the mixture of products MoPoE.')
     p.add_argument('--version', action='version', version=version())
     p.add_argument('--config', default='', metavar='FILE',
                    help="flag defaults from a YAML or JSON file (keys are flag names; any run's args.json works); "
@@ -99,11 +102,18 @@ def build_parser():
 
 def add_model_flags(g):
     g.add_argument('--model', default='mnist_svhn', choices=sorted(MODELS), help='model (and dataset) to train')
-    g.add_argument('--obj', default='elbo', choices=['elbo', 'iwae', 'dreg'], help='objective')
+    g.add_argument('--joint-posterior', default='moe', choices=sorted(JOINTS),
+                   help="multimodal models: how the modalities' posteriors combine: moe (mixture of experts, MMVAE, "
+                        "as released), poe (product of experts with the prior expert, MVAE, trained sub-sampled), "
+                        "mopoe (mixture of products of experts, MoPoE); docs/baselines.md")
+    g.add_argument('--obj', default='elbo', choices=OBJECTIVE_NAMES,
+                   help="objective (each model's joint posterior says which it has, and what they compute: "
+                        "docs/baselines.md)")
     g.add_argument('--K', type=int, default=20, help='number of importance samples (iwae, dreg)')
     g.add_argument('--looser', action='store_true',
-                   help='multimodal iwae/dreg: the looser bound (mean over modalities of per-modality bounds); no '
-                        'effect on elbo')
+                   help="multimodal iwae/dreg: the looser bound (the mean over the joint posterior's components, "
+                        "the modalities' for MMVAE, of their own bounds); no effect on elbo nor on a product of "
+                        "experts")
     g.add_argument('--llik_scaling', '--llik-scaling', type=float, default=0.,
                    help='likelihood scaling of the first modality of a multimodal model; 0 = the default (mnist_svhn: '
                         '3072/784, cmnist_oscn: 3072/2352, cubIS: 32/12288, cubISft: 32/2048)')
@@ -153,6 +163,11 @@ def add_run_flags(g):
                    help='continue the run in RUN_DIR in place from its last checkpoint, with its saved flags; flags '
                         'typed with it must equal the saved ones, except --epochs (train further) and run-control '
                         'flags')
+    g.add_argument('--max-steps', type=int, default=0, metavar='N',
+                   help='stop after N training steps in all (the last epoch is cut short, then tested and saved '
+                        'as usual): a run end to end in seconds (0: no limit)')
+    g.add_argument('--max-test-items', type=int, default=0, metavar='N',
+                   help='test losses and figures on N test items spread over the test set (0: all)')
     g.add_argument('--checkpoint-every', type=int, default=0, metavar='N',
                    help='also checkpoint every N training steps (0: at the end of each epoch only)')
     g.add_argument('--skip-nonfinite', action='store_true',
@@ -203,6 +218,10 @@ def validate(args):
         raise UserError(f"--vocab-size must be >= 0 (0: that of the training captions), got {args.vocab_size}")
     if not math.isfinite(args.llik_scaling) or args.llik_scaling < 0:
         raise UserError(f"--llik_scaling must be >= 0 (0 means the model's default), got {args.llik_scaling}")
+    for flag in ('max_steps', 'max_test_items'):
+        if getattr(args, flag) < 0:
+            raise UserError(f"--{flag.replace('_', '-')} must be >= 0 (0: no limit), got {getattr(args, flag)}")
+    check_model_flags(args)
     if args.print_freq < 0:
         raise UserError(f"--print-freq must be >= 0, got {args.print_freq}")
     if args.checkpoint_every < 0:
@@ -218,6 +237,18 @@ def validate(args):
                 raise UserError(f"--{flag.replace('_', '-')} only applies to the number-sense models "
                                 f"({', '.join(NUMBERSENSE_MODELS)}), not --model {args.model}: drop the flag")
     return args
+
+
+def check_model_flags(args):
+    """--joint-posterior and --obj against what the model has."""
+    model = MODELS[args.model]
+    if not model.multimodal and args.joint_posterior != 'moe':
+        raise UserError(f"--joint-posterior applies to multimodal models; --model {args.model} has one modality: "
+                        f"drop the flag")
+    objectives = model.training_objectives(args)
+    if args.obj not in objectives.train:
+        what = f"--model {args.model}" + (f" --joint-posterior {args.joint_posterior}" if model.multimodal else '')
+        raise UserError(f"--obj {args.obj}: {what} trains with {', '.join(objectives.train)}")
 
 
 def merge_pretrained(args, explicit):
@@ -266,10 +297,11 @@ def merge_resume(args, explicit):
     if not os.path.isdir(run):
         raise UserError(f"--resume {run}: no such run directory")
     path = os.path.join(run, 'args.json')
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise UserError(f"--resume {run}: {path} is missing, so this is not a run directory "
                         f"(a new run goes there with --run-dir {run})")
-    flags = load_json(path, 'run flags file').get('flags')
+    saved = load_json(path, 'run flags file')
+    flags = saved.get('flags') if isinstance(saved, dict) else None
     if not isinstance(flags, dict) or flags.get('model') not in MODELS:
         raise UserError(f"{path} holds no flags of a known model: is {run} a run directory of this project?")
     if args.run_dir:
@@ -305,11 +337,7 @@ def parse_args(argv=None):
 def load_config(parser, path):
     """{dest: value} from a YAML or JSON file of flag names (dashes or underscores) and values, or a run's
     args.json (its 'flags', without where that run lived); each value checked as the flag's own."""
-    try:
-        with open(path, encoding='utf-8') as f:
-            text = f.read()
-    except OSError as e:
-        raise UserError(f"--config {path}: cannot read it ({e.strerror or e})") from None
+    text = read_text(path, '--config file')
     try:
         if path.endswith(('.yaml', '.yml')):
             import yaml

@@ -13,7 +13,7 @@ How N ranks train exactly the model one process would (up to float rounding):
 - Noise: the reparameterised samples come from the global torch RNG, whose
   state every rank keeps identical (same seed; figures are drawn under
   fork_rng). Each rank draws the noise of the whole global batch and keeps its
-  own rows (sharded posteriors below), so item i gets the noise it gets in a
+  own rows (rsample below: every posterior sample of training), so item i gets the noise it gets in a
   single process, whatever the number of ranks. This holds when a batch is
   evaluated in one chunk (objectives.chunk_size; always so for the paper's
   settings); a chunked batch still gets fresh, independent noise.
@@ -35,7 +35,6 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.distributions import Distribution
 
 from .rng import fork_rng
 
@@ -143,7 +142,6 @@ def wrap(model, objective, device, example=None, K=1):
     if world_size() == 1:
         return lambda x, K: objective(model, x, K)
     unused = unused_parameters(model, objective, example, K) if example is not None else ['unknown']
-    shard_sampling(model)
     if device.type == 'cuda':
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     elif any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
@@ -161,7 +159,7 @@ _SHARD = None  # (offset, global batch size) of this rank's share of the current
 
 @contextlib.contextmanager
 def global_batch(offset, size):
-    """Within this block, sharded posteriors draw the noise of the global batch."""
+    """Within this block, rsample draws the noise of the global batch."""
     global _SHARD
     prev, _SHARD = _SHARD, ((offset, size) if world_size() > 1 else None)
     try:
@@ -170,36 +168,32 @@ def global_batch(offset, size):
         _SHARD = prev
 
 
-_sharded_classes = {}
+def rsample(q, sample_shape=torch.Size()):
+    """q.rsample(sample_shape), except inside global_batch on several ranks: the rows of this rank's share
+    of a draw for the whole global batch, so that item i gets the noise it gets in a single process. Every
+    posterior sample of training goes through here (VAE.rsample, MultimodalVAE.rsample), whatever the joint
+    posterior it comes from. Location-scale families only (all the models' posteriors); others draw locally
+    (still a valid estimator, other noise than a single process)."""
+    n = q.batch_shape[0] if q.batch_shape else 0
+    if _SHARD is None or _SHARD[0] + n > _SHARD[1]:
+        return q.rsample(sample_shape)
+    if set(q.arg_constraints) != {'loc', 'scale'}:
+        _warn_unsharded(type(q).__name__)
+        return q.rsample(sample_shape)
+    offset, total = _SHARD
+    # other ranks' rows get harmless parameters (0, 1): only the noise is shared
+    loc, scale = torch.broadcast_tensors(q.loc, q.scale)
+    full = type(q)(*[torch.cat([f(offset, *p.shape[1:], dtype=p.dtype, device=p.device), p,
+                                f(total - offset - n, *p.shape[1:], dtype=p.dtype, device=p.device)])
+                     for f, p in ((torch.zeros, loc), (torch.ones, scale))])
+    return full.rsample(sample_shape).narrow(len(sample_shape), offset, n)
 
 
-def _sharded(cls):
-    """A subclass of a location-scale posterior whose rsample keeps this rank's rows
-    of a draw for the whole global batch."""
-    if cls not in _sharded_classes:
-        def rsample(self, sample_shape=torch.Size()):
-            n = self.batch_shape[0] if self.batch_shape else 0
-            if _SHARD is None or _SHARD[0] + n > _SHARD[1]:
-                return cls.rsample(self, sample_shape)
-            offset, total = _SHARD
-            # other ranks' rows get harmless parameters (0, 1): only the noise is shared
-            pad = [(torch.zeros if k == 'loc' else torch.ones) for k in ('loc', 'scale')]
-            full = cls(*[torch.cat([f(offset, *p.shape[1:], dtype=p.dtype, device=p.device), p,
-                                    f(total - offset - n, *p.shape[1:], dtype=p.dtype, device=p.device)])
-                         for f, p in zip(pad, (self.loc, self.scale), strict=True)])
-            return full.rsample(sample_shape).narrow(len(sample_shape), offset, n)
-
-        _sharded_classes[cls] = type(cls.__name__, (cls,), {'rsample': rsample, '__module__': __name__})
-    return _sharded_classes[cls]
+_warned = set()
 
 
-def shard_sampling(model):
-    """Make the posteriors of every (sub-)VAE draw global-batch noise (see global_batch)."""
-    for m in model.modules():
-        cls = getattr(m, 'qz_x', None)
-        if isinstance(cls, type) and issubclass(cls, Distribution) and cls not in _sharded_classes.values():
-            if set(cls.arg_constraints) == {'loc', 'scale'}:
-                m.qz_x = _sharded(cls)
-            else:
-                log.warning(f'warning: {cls.__name__} posteriors are not sharded: with several ranks the '
-                            f'noise differs from a single-process run (still a valid estimator)')
+def _warn_unsharded(name):
+    if name not in _warned:
+        _warned.add(name)
+        log.warning(f'warning: {name} posteriors are not sharded: with several ranks the noise differs from a '
+                    f'single-process run (still a valid estimator)')

@@ -1,11 +1,12 @@
-"""Writing files so that a crash never leaves a half-written one behind."""
+"""Writing files so that a crash or a full disk never leaves a half-written one behind, and reading
+them back with clear errors for files that are not what they should be."""
 import json
 import os
 import tempfile
 
 import torch
 
-from .errors import UserError
+from .errors import UserError, WriteError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -14,22 +15,43 @@ os.umask(_UMASK)
 def atomic_write(path, write):
     """write(f) into a temporary file next to `path`, flush to disk, then rename over it.
 
-    The previous file at `path` stays intact until the new one is complete.
+    The previous file at `path` stays intact until the new one is complete. A failure of the file system
+    (a full disk, a quota, a read-only directory) leaves no temporary file and raises WriteError.
     """
     path = os.fspath(path)
-    d = os.path.dirname(path) or '.'
-    fd, tmp = tempfile.mkstemp(dir=d, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+    tmp = None
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files: use the usual permissions
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.' + os.path.basename(path) + '.',
+                                   suffix='.tmp')
         with os.fdopen(fd, 'wb') as f:
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600 files: use the usual permissions
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    except BaseException as e:
+        _remove(tmp)
+        error = _os_error(e)
+        if error is None:
+            raise
+        raise WriteError(path, error) from None
+
+
+def _remove(tmp):
+    if tmp is None:
+        return
+    try:
+        os.remove(tmp)
+    except OSError:
+        pass  # already gone, or the directory turned read-only: nothing to clean
+
+
+def _os_error(e):
+    """The OSError behind a failed write, or None. torch.save reports a failed write of its zip writer as
+    a RuntimeError ("unexpected pos ...") raised while handling the OSError: that OSError counts."""
+    while isinstance(e, RuntimeError):
+        e = e.__cause__ or e.__context__
+    return e if isinstance(e, OSError) and e.errno is not None else None
 
 
 def save_torch(obj, path):
@@ -53,13 +75,36 @@ def save_figure(fig, path, **savefig_kwargs):
         plt.close(fig)
 
 
-def load_json(path, what='file'):
+def read_text(path, what='file'):
+    """The content of a UTF-8 text file; a UserError naming the file when it is missing, a directory,
+    unreadable, empty, or not text (binary bytes, NUL bytes left by a crash, another encoding)."""
     try:
-        with open(path) as f:
-            return json.load(f)
+        with open(path, 'rb') as f:
+            data = f.read()
     except FileNotFoundError:
         raise UserError(f"{what} not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except IsADirectoryError:
+        raise UserError(f"{what} {path} is a directory, not a file: give the file itself") from None
+    except OSError as e:
+        raise UserError(f"{what} {path} cannot be read ({e.strerror or e})") from None
+    try:
+        text = data.decode('utf-8-sig')  # -sig: a byte-order mark, as some editors write, is dropped
+    except UnicodeDecodeError as e:
+        raise UserError(f"{what} {path} is not a UTF-8 text file (byte {e.start + 1} is {data[e.start]:#04x}): "
+                        f"binary data, or text in another encoding; give the right file, or save it as UTF-8") from None
+    if '\x00' in text:
+        raise UserError(f"{what} {path} is not a text file (it holds NUL bytes, as a file cut short by a crash "
+                        f"may): restore it, or give the right file")
+    if not text.strip():
+        raise UserError(f"{what} {path} is empty: restore it, or give the right file")
+    return text
+
+
+def load_json(path, what='file'):
+    text = read_text(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
         raise UserError(f"{what} {path} is corrupt or truncated ({e}); "
                         f"restore it or start from another run") from None
 

@@ -39,8 +39,9 @@ import sys
 
 from src.cli import build_parser as main_parser
 from src.cli import check_dir, explicit_flags, parse_args
-from src.errors import UserError
+from src.errors import UserError, report
 from src.files import load_json, save_text
+from src.rundir import LogFile
 
 CONDITIONS = ('cmnist', 'oscn', 'cmnist_oscn')
 MAIN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'main.py')
@@ -378,7 +379,7 @@ def setup_log(study_dir):
     log.handlers.clear()
     log.propagate = False
     log.setLevel(logging.INFO)
-    for h in (logging.StreamHandler(sys.stdout), logging.FileHandler(os.path.join(study_dir, 'study.log'))):
+    for h in (logging.StreamHandler(sys.stdout), LogFile(os.path.join(study_dir, 'study.log'))):
         h.setFormatter(logging.Formatter('%(message)s'))
         log.addHandler(h)
 
@@ -432,9 +433,8 @@ def main(argv=None):
 if __name__ == '__main__':
     try:
         main()
-    except UserError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+    except Exception as e:  # bad input, a full disk: one `error:` line
+        sys.exit(report(e))
     except KeyboardInterrupt:
         print('interrupted: rerun the same command to resume (finished runs and analyses are kept)', file=sys.stderr)
         sys.exit(130)

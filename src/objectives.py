@@ -2,9 +2,13 @@
 the loss is minus the value. The formulas and notation: docs/reproduction.md.
 
 Every objective has the released call form `objective(model, x, K)` and returns
-a scalar summed over the batch. Unimodal: x is a tensor, model returns
-(q(z|x), p(x|z), zs). Multimodal: x is a list, model returns
-(posteriors [M], likelihoods px_zs[e][d], samples [M]), all samples (K, B, D).
+a scalar summed over the batch. Unimodal: x is a tensor, model(x, K) returns
+(q(z|x), p(x|z), zs). Multimodal: x is a list; the objectives ask the model for
+the joint posterior q(z | x_S) of a subset S of its modalities (model.posterior:
+a uniform mixture of C components, src/models/posteriors.py), draw K samples
+from every component (model.rsample), and score them with model.prior() and
+the decoders (_log_likelihood). Samples are (K, B, D). Which objectives a model trains
+with is its joint rule's choice (src/models/joint/): the ObjectiveSets below.
 
 Large batches are evaluated in chunks along the batch axis (memory budget as
 in the released code); each chunk's log weights are concatenated before the
@@ -19,6 +23,8 @@ the encoder path once more by w~: the doubly reparameterised estimator of
 Tucker et al. (2018).
 """
 import math
+from dataclasses import dataclass, field
+from functools import partial
 from math import prod
 
 import torch
@@ -70,6 +76,14 @@ def _chunks(x, K):
     return list(x.split(S))
 
 
+def detached(q):
+    """The same distribution on detached parameters: DReG's log q without the score-function path. A
+    mixture (src/models/posteriors.py) detaches each component."""
+    if hasattr(q, 'components'):
+        return type(q)([detached(c) for c in q.components])
+    return type(q)(q.loc.detach(), q.scale.detach())
+
+
 def _log_px_z(px_z, x, scaling):
     """Scaled log p(x|z) summed over data dimensions: (K, B).
 
@@ -109,7 +123,7 @@ def _log_weights(model, x, K, detach_q):
     """log w_k = log p(z_k) + s log p(x|z_k) - log q(z_k|x): (K, B)."""
     qz_x, px_z, zs = model(x, K)
     if detach_q:  # dreg: the posterior density on detached encoder outputs
-        qz_x = model.qz_x(*[p.detach() for p in model.qz_x_params])
+        qz_x = detached(qz_x)
     lpz = model.pz(*model.pz_params).log_prob(zs).sum(-1)
     lqz_x = qz_x.log_prob(zs).sum(-1)
     return lpz + _log_px_z(px_z, x, model.llik_scaling) - lqz_x, zs
@@ -137,17 +151,29 @@ def _weight_sample_grads(zss, wts):
             zs.register_hook(lambda grad, wt=wt: wt.unsqueeze(-1) * grad)
 
 
-# ---------------------------------------------------------------- multimodal
+
+# ---------------------------------------------------------------- multimodal: the released MMVAE's m_elbo
+
+def _log_likelihood(model, x, zs, subset=None):
+    """sum over the modalities d in `subset` (None: all) of s_d log p(x_d | z): (K, B) for zs (K, B, D)."""
+    subset = range(len(model.vaes)) if subset is None else subset
+    return sum(_log_px_z(model.vaes[d].decode(zs), x[d], model.vaes[d].llik_scaling) for d in subset)
+
 
 def _m_elbo(model, x, K):
-    qz_xs, px_zs, zss = model(x)
-    pz = model.pz(*model.pz_params)
+    """(1/M) sum_r [ -KL(q_r || p) + sum_d s_d log p(x_d|z_d) w_rd ], z_d ~ q_d one sample, with the
+    importance weight w_rd = q_r(z_d) / q_d(z_d) for d != r (gradient only through q_r), as released.
+    Defined for the mixture of experts, whose components are the modalities' experts q_m(z|x_m)."""
+    qz_xs = model.experts(x)
+    zss = [model.rsample(q, 1) for q in qz_xs]  # one sample, as released
+    lpx_zs = [_log_likelihood(model, x, zs, [d]) for d, zs in enumerate(zss)]
+    pz = model.prior()
     M = len(model.vaes)
     terms = []
     for r, qz_x in enumerate(qz_xs):
         terms.append(-kl_divergence(qz_x, pz).sum(-1))
         for d in range(M):
-            lpx_z = _log_px_z(px_zs[d][d], x[d], model.vaes[d].llik_scaling)
+            lpx_z = lpx_zs[d]
             if d != r:  # importance weight q_r(z_d) / q_d(z_d), gradient only through q_r
                 zs = zss[d].detach()
                 lwt = (qz_x.log_prob(zs) - qz_xs[d].log_prob(zs).detach()).sum(-1)
@@ -160,58 +186,76 @@ def m_elbo(model, x, K=1):
     return sum(_m_elbo(model, _x, K) for _x in _chunks(x, 1))
 
 
-def _m_log_weights(model, x, K, detach_q):
-    """Log weights (M, K, B): group r holds samples z ~ q_r,
-    log w = log p(z) + sum_d s_d log p(x_d|z) - log (1/M) sum_m q_m(z)."""
-    qz_xs, px_zs, zss = model(x, K)
-    if detach_q:
-        qz_xs = [vae.qz_x(*[p.detach() for p in vae.qz_x_params]) for vae in model.vaes]
-    pz = model.pz(*model.pz_params)
+# ---------------------------------------------------------------- multimodal: any joint posterior
+
+def _mixture_elbo(model, x, K, subset):
+    """(1/C) sum_c [ sum_{d in S} s_d log p(x_d|z_c) - KL(q_c || p) ], z_c ~ q_c one sample: the ELBO of
+    the mixture q(z|x_S) = (1/C) sum_c q_c with each component's sample (stratified) and its KL to the prior
+    (the mixture's KL is at most this mean, as MoPoE trains; one component: the plain ELBO)."""
+    q = model.posterior(x, subset)
+    pz = model.prior()
+    terms = [_log_likelihood(model, x, model.rsample(c, 1), subset) - kl_divergence(c, pz).sum(-1)
+             for c in q.components]
+    return (sum(terms) / len(terms)).mean(0).sum()
+
+
+def mixture_elbo(model, x, K=1, subset=None):
+    return sum(_mixture_elbo(model, _x, K, subset) for _x in _chunks(x, 1))
+
+
+def _m_log_weights(model, x, K, detach_q, subset=None):
+    """Log weights (C, K, B): group c holds K samples z ~ q_c of the joint posterior's components,
+    log w = log p(z) + sum_{d in S} s_d log p(x_d|z) - log (1/C) sum_c' q_c'(z). With the mixture of
+    experts (C = M components q_m(z|x_m)) these are the released MMVAE's log weights."""
+    q = model.posterior(x, subset)
+    zss = [model.rsample(c, K) for c in q.components]  # K per component: stratified, as released
+    if detach_q:  # dreg: the mixture density on detached encoder outputs
+        q = detached(q)
+    pz = model.prior()
     lws = []
-    for r, zs in enumerate(zss):
+    for zs in zss:
         lpz = pz.log_prob(zs).sum(-1)
-        lqz_x = log_mean_exp(torch.stack([qz_x.log_prob(zs).sum(-1) for qz_x in qz_xs]))
-        lpx_z = sum(_log_px_z(px_z, x[d], model.vaes[d].llik_scaling)
-                    for d, px_z in enumerate(px_zs[r]))
+        lqz_x = q.log_prob(zs)
+        lpx_z = _log_likelihood(model, x, zs, subset)
         lws.append(lpz + lpx_z - lqz_x)
     return torch.stack(lws), zss
 
 
-def _m_lw_chunks(model, x, K, detach_q):
+def _m_lw_chunks(model, x, K, detach_q, subset=None):
     """Log weights of all chunks concatenated on the batch axis, and each chunk's samples."""
-    lws, zss = zip(*[_m_log_weights(model, _x, K, detach_q) for _x in _chunks(x, K)], strict=True)
+    lws, zss = zip(*[_m_log_weights(model, _x, K, detach_q, subset) for _x in _chunks(x, K)], strict=True)
     return torch.cat(lws, 2), zss
 
 
-def m_iwae(model, x, K=1):
-    lw, _ = _m_lw_chunks(model, x, K, False)
-    return log_mean_exp(lw.flatten(0, 1)).sum()  # over all M*K samples
+def m_iwae(model, x, K=1, subset=None):
+    lw, _ = _m_lw_chunks(model, x, K, False, subset)
+    return log_mean_exp(lw.flatten(0, 1)).sum()  # over all C*K samples
 
 
-def m_iwae_looser(model, x, K=1):
-    lw, _ = _m_lw_chunks(model, x, K, False)
-    return log_mean_exp(lw, dim=1).mean(0).sum()  # over K per group, then mean over M
+def m_iwae_looser(model, x, K=1, subset=None):
+    lw, _ = _m_lw_chunks(model, x, K, False, subset)
+    return log_mean_exp(lw, dim=1).mean(0).sum()  # over K per group, then mean over the C groups
 
 
 def _m_dreg_hooks(zss, wt):
-    """wt (M, K, B): register w~ on each chunk's per-modality samples."""
+    """wt (C, K, B): register w~ on each chunk's per-component samples."""
     widths = [zs[0].size(1) for zs in zss]
     for zs_chunk, wt_chunk in zip(zss, wt.split(widths, 2), strict=True):
         _weight_sample_grads(zs_chunk, wt_chunk)
 
 
-def m_dreg(model, x, K=1, true_dreg=False):
-    lw, zss = _m_lw_chunks(model, x, K, True)
+def m_dreg(model, x, K=1, true_dreg=False, subset=None):
+    lw, zss = _m_lw_chunks(model, x, K, True, subset)
     with torch.no_grad():
         flat = lw.flatten(0, 1)
-        wt = (flat - torch.logsumexp(flat, 0, keepdim=True)).exp().view_as(lw)  # over M*K
+        wt = (flat - torch.logsumexp(flat, 0, keepdim=True)).exp().view_as(lw)  # over C*K
     if true_dreg:
         _m_dreg_hooks(zss, wt)
     return (wt * lw).sum()
 
 
-def m_dreg_looser(model, x, K=1, true_dreg=False):
-    lw, zss = _m_lw_chunks(model, x, K, True)
+def m_dreg_looser(model, x, K=1, true_dreg=False, subset=None):
+    lw, zss = _m_lw_chunks(model, x, K, True, subset)
     with torch.no_grad():
         wt = (lw - torch.logsumexp(lw, 1, keepdim=True)).exp()  # over K within each group
     if true_dreg:
@@ -219,24 +263,41 @@ def m_dreg_looser(model, x, K=1, true_dreg=False):
     return (wt * lw).mean(0).sum()
 
 
-OBJECTIVES = {
-    'elbo': elbo, 'iwae': iwae, 'dreg': dreg,
-    'm_elbo': m_elbo, 'm_iwae': m_iwae, 'm_iwae_looser': m_iwae_looser,
-    'm_dreg': m_dreg, 'm_dreg_looser': m_dreg_looser,
-}
+def subsampled(bound):
+    """MVAE's sub-sampled objective (Wu & Goodman 2018, section 3): the bound on all modalities plus the
+    bound on each single modality, each with the joint posterior of its own subset."""
+    def objective(model, x, K=1, **kw):
+        subsets = [None] + [[m] for m in range(len(model.vaes))]
+        return sum(bound(model, x, K, subset=s, **kw) for s in subsets)
+    objective.__name__ = f'subsampled_{bound.__name__}'
+    return objective
 
 
-def get_objective(obj, multimodal, looser=False, true_dreg=False):
-    """The training objective for --obj/--looser/--dreg-estimator, as f(model, x, K)."""
-    name = ('m_' if multimodal else '') + obj
-    if looser and multimodal and obj != 'elbo':  # --looser has no effect on elbo
-        name += '_looser'
-    fn = OBJECTIVES[name]
-    if obj == 'dreg':
-        return lambda model, x, K: fn(model, x, K, true_dreg=true_dreg)
-    return fn
+# ---------------------------------------------------------------- what a model trains with
+
+@dataclass(frozen=True)
+class ObjectiveSet:
+    """A model's objectives: --obj name -> objective(model, x, K); the --looser variants (where the bound has
+    one: --looser has no effect on the others); the per-epoch test loss (the tight bound at the training K,
+    as in the released code)."""
+    train: dict
+    test: object
+    looser: dict = field(default_factory=dict)
 
 
-def eval_objective(multimodal):
-    """The per-epoch test loss: the tight IWAE bound with the training K."""
-    return m_iwae if multimodal else iwae
+OBJECTIVES = {f.__name__: f for f in (elbo, iwae, dreg, m_elbo, mixture_elbo, m_iwae, m_iwae_looser, m_dreg,
+                                      m_dreg_looser)}
+UNIMODAL = ObjectiveSet({'elbo': elbo, 'iwae': iwae, 'dreg': dreg}, iwae)
+OBJECTIVE_NAMES = ('elbo', 'iwae', 'dreg')  # --obj choices; each model's ObjectiveSet says which it has
+
+
+def get_objective(objectives, obj, looser=False, true_dreg=False):
+    """The training objective for --obj/--looser/--dreg-estimator from a model's ObjectiveSet, as
+    f(model, x, K)."""
+    fn = objectives.looser.get(obj, objectives.train[obj]) if looser else objectives.train[obj]
+    return partial(fn, true_dreg=true_dreg) if obj == 'dreg' else fn
+
+
+def model_objective(model, obj, looser=False, true_dreg=False):
+    """The training objective --obj (--looser, --dreg-estimator) of a built model."""
+    return get_objective(model.training_objectives(model.params), obj, looser, true_dreg)

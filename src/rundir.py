@@ -1,16 +1,18 @@
 """Run directories: a fresh directory per run, its flags as JSON, its log; and
 reading a finished run back (ours, or a run folder of the released code)."""
+import contextlib
 import datetime
 import importlib.metadata
 import logging
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 
-from .errors import UserError
+from .errors import UserError, WriteError
 from .files import load_json, save_json
 from .safe_pickle import load_namespace
 
@@ -38,9 +40,38 @@ def setup_logging():
         lg.propagate = False
 
 
+class LogFile(logging.FileHandler):
+    """A log file (run.log, an analysis' log) that a full disk cannot turn into tracebacks: the first
+    failed write is reported once on stderr and the file is written no more; the messages still go to
+    stdout, and the next write of a result stops the program with its `error:` line."""
+
+    def __init__(self, path, mode='a'):
+        self.failed = False
+        try:
+            super().__init__(path, mode, encoding='utf-8')
+        except OSError as e:
+            raise WriteError(path, e) from None
+        self.setFormatter(logging.Formatter('%(message)s'))
+
+    def emit(self, record):
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record):
+        e = sys.exc_info()[1]
+        if not isinstance(e, OSError):
+            return super().handleError(record)
+        self.failed = True
+        print(f'warning: could not write {self.baseFilename} ({e.strerror or e}): '
+              f'its messages go to stdout only from here', file=sys.stderr)
+
+    def close(self):
+        with contextlib.suppress(OSError):  # flushing what a failed write left: reported already
+            super().close()
+
+
 def attach_log_file(path):
-    fh = logging.FileHandler(path)
-    fh.setFormatter(logging.Formatter('%(message)s'))
+    fh = LogFile(path)
     for r in _buffer:
         fh.emit(r)
     _buffer.clear()
@@ -49,12 +80,36 @@ def attach_log_file(path):
         lg.handlers[:] = [h for h in lg.handlers if not isinstance(h, _Buffer)] + [fh]
 
 
+def detach_log_files():
+    """Close the log files of the 'mmvae' and 'src' loggers (run.log): a run is over, or its directory undone."""
+    for name in ('mmvae', 'src'):
+        lg = logging.getLogger(name)
+        for h in [h for h in lg.handlers if isinstance(h, logging.FileHandler)]:
+            h.close()
+            lg.removeHandler(h)
+
+
 def new_run_dir(out_dir, experiment):
     """A new, unique directory out_dir/experiment/<timestamp>-<random>; never reuses one."""
     parent = os.path.join(out_dir, experiment)
-    os.makedirs(parent, exist_ok=True)
-    stamp = datetime.datetime.now().strftime('%Y-%m-%dT%H-%M-%S-')
-    return tempfile.mkdtemp(prefix=stamp, dir=parent)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        stamp = datetime.datetime.now().strftime('%Y-%m-%dT%H-%M-%S-')
+        return tempfile.mkdtemp(prefix=stamp, dir=parent)
+    except OSError as e:
+        raise WriteError(e.filename or parent, e) from None
+
+
+def discard_run_dir(run_dir, made):
+    """Undo a run directory whose set-up failed before its args.json was complete (e.g. a full disk), so that
+    the same command can run again: its files are removed, and the directory itself when this run made it."""
+    detach_log_files()
+    if made:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for name in os.listdir(run_dir):
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(run_dir, name))
 
 
 def git_commit():
@@ -111,7 +166,7 @@ def read_run(run_dir, flag):
     if not run_dir or not os.path.isdir(run_dir):
         raise UserError(f"{flag} {run_dir!r}: no such run directory (give a directory written by main.py, or a "
                         f"run folder of the released code holding args.rar and model.rar)")
-    has = {f: os.path.isfile(os.path.join(run_dir, f)) for f in OURS + RELEASED}
+    has = {f: os.path.lexists(os.path.join(run_dir, f)) for f in OURS + RELEASED}  # a directory: said on reading
     if all(has[f] for f in OURS):
         path = os.path.join(run_dir, 'args.json')
         saved = load_json(path, 'run flags file')

@@ -32,10 +32,10 @@ from .data.tensors import spread_subset
 from .errors import UserError
 from .files import load_json, load_torch, save_json, save_torch
 from .models import MODELS
-from .objectives import eval_objective, get_objective
+from .objectives import get_objective
 from .report import analytics
 from .rng import fork_rng, rng_states, seed_everything, set_rng_states
-from .rundir import attach_log_file, new_run_dir, read_run, write_args
+from .rundir import attach_log_file, discard_run_dir, new_run_dir, read_run, write_args
 from .tracking import Tracker
 
 log = logging.getLogger('mmvae')
@@ -113,14 +113,15 @@ def compile_networks(model):
 
 
 def build_objectives(args, model, device):
-    """(training objective, test objective): the test loss is the tight m_iwae / iwae bound at the
-    training K, as in the released code."""
-    objective = get_objective(args.obj, model.multimodal, args.looser, args.dreg_estimator == 'true')
+    """(training objective, test objective), as the model declares them (its joint rule, for a multimodal
+    model): the test loss is the tight bound at the training K, as in the released code."""
+    objectives = model.training_objectives(args)
+    objective = get_objective(objectives, args.obj, args.looser, args.dreg_estimator == 'true')
     if args.amp:
         objective = amp_objective(objective, device)
     if args.compile:
         compile_networks(model)
-    return objective, eval_objective(model.multimodal)
+    return objective, objectives.test
 
 
 def build_optimizer(args, model):
@@ -172,6 +173,8 @@ def setup_training(args, device, rank=0, world=1, pre_trained=True):
     set_vocab_size(args, device)
     model = build_model(args, device, pre_trained)
     train_data, test_data = load_datasets(model, args, device, main=rank == 0)
+    if args.max_test_items:  # a spread over the (class-ordered) test set
+        test_data = test_data.take(spread_subset(len(test_data), args.max_test_items, test_data.sources[0].device))
     objective, test_objective = build_objectives(args, model, device)
     # The figures use one fixed batch spread evenly over the test set (the paired test sets are
     # ordered by class: their first batch would show a single digit).
@@ -210,16 +213,17 @@ def _run(args, rank, world, device, stopper):
         r.dir = open_run_dir(r, ckpt, ckpt_path)
     log_setup(r, ckpt)
     progress = restore(r, ckpt, ckpt_path) if ckpt else Progress()
-    if r.main:
-        r.tracker = Tracker(r.dir, args.tensorboard, args.print_freq,
-                            purge_step=progress.epoch * len(r.train_loader) + progress.step + 1 if ckpt else None)
     r.step_fn = distributed.wrap(r.model, r.objective, device, K=args.K,
                                  example=r.train_data.gather(torch.arange(2, device=device)))
+    purge_step = progress.epoch * len(r.train_loader) + progress.step + 1 if ckpt else None
     try:
-        if ckpt and progress.step == 0 and progress.epoch >= 1:
-            epoch_figures(r, progress)  # the kill may have cut them short; drawn on the saved RNG: the same figures
-        train_epochs(r, progress)
-        finish(r, progress)
+        with writing(r, progress):
+            if r.main:
+                r.tracker = Tracker(r.dir, args.tensorboard, args.print_freq, purge_step=purge_step)
+            if ckpt and progress.step == 0 and progress.epoch >= 1:
+                epoch_figures(r, progress)  # the kill may have cut them short; the saved RNG draws the same ones
+            train_epochs(r, progress)
+            finish(r, progress)
     except Stop:
         log.info(f'stopped by {stopper.name}: checkpoint saved ({progress.last_good}); continue with: '
                  f'python main.py --resume {r.dir}')
@@ -254,7 +258,8 @@ def open_checkpoint(args):
 
 
 def is_finished(ckpt, args):
-    done = ckpt['finished'] and ckpt['epoch'] >= args.epochs and not (
+    steps_cap = args.max_steps and ckpt.get('steps_done', 0) >= args.max_steps
+    done = ckpt['finished'] and (ckpt['epoch'] >= args.epochs or steps_cap) and not (
         args.logp and not os.path.isfile(os.path.join(args.resume, 'logp.json')))
     if done:
         log.info(f'{args.resume} is already finished ({ckpt["epoch"]} epochs): nothing to do '
@@ -281,12 +286,23 @@ def open_run_dir(r, ckpt, ckpt_path):
         log.info(f'==== resuming {args.resume} from {where}{f" ({ckpt_path})" if ckpt else ""}')
         record_resume(args.resume, args, where, r.device, r.world)
         return args.resume
+    made = not (args.run_dir and os.path.isdir(args.run_dir))
     if args.run_dir:
         os.makedirs(args.run_dir, exist_ok=True)
-    run_dir = args.run_dir or new_run_dir(args.out_dir, args.experiment or args.model)
-    attach_log_file(os.path.join(run_dir, 'run.log'))
-    write_args(run_dir, args, r.train_data.source, r.device)
+    run_dir = args.run_dir or new_run_dir(args.out_dir, args.experiment or experiment_name(args))
+    try:
+        attach_log_file(os.path.join(run_dir, 'run.log'))
+        write_args(run_dir, args, r.train_data.source, r.device)
+    except UserError:  # a full disk: without args.json the directory is no run; the same command runs again
+        discard_run_dir(run_dir, made)
+        raise
     return run_dir
+
+
+def experiment_name(args):
+    """The default --experiment: the model, and its joint posterior when not the MMVAE's."""
+    multimodal = MODELS[args.model].multimodal and args.joint_posterior != 'moe'
+    return f'{args.model}_{args.joint_posterior}' if multimodal else args.model
 
 
 def record_resume(run_dir, args, position, device, world):
@@ -331,25 +347,28 @@ def restore(r, ckpt, ckpt_path):
     return Progress(ckpt['epoch'], ckpt['step'], ckpt['partial'], losses, checkpoint.position(ckpt))
 
 
-def save_checkpoint(r, progress, epochs_done, step, totals, loader_state, rng, finished=False):
+def save_checkpoint(r, progress, epochs_done, step, totals, loader_state, rng, finished=False, steps_done=None):
     if r.main:
         state = {'flags': vars(r.args), 'epoch': epochs_done, 'step': step, 'finished': finished,
+                 'steps_done': steps_done,
                  'model': r.model.state_dict(), 'optimizer': r.optimizer.state_dict(), 'losses': progress.losses,
                  'partial': totals, 'loader': loader_state, 'rng': rng, 'world_size': r.world}
-        with writing(r, progress):
-            checkpoint.save(r.dir, state)
+        if r.tracker:
+            r.tracker.flush()  # the events up to the checkpoint are on disk (or the run stops here)
+        checkpoint.save(r.dir, state)
         progress.last_good = checkpoint.position(state)
 
 
 def writing(r, progress):
-    """A failed write into the run directory becomes one clear error naming the last good checkpoint."""
+    """A failed write into the run directory (a full disk, a quota: a WriteError of src/files.py, or an
+    OSError) becomes one clear error naming the last good checkpoint and the --resume that continues."""
     return checkpoint.disk_errors(r.dir, lambda: progress.last_good)
 
 
 def train_epochs(r, progress):
     """Epochs progress.epoch + 1 .. --epochs, each continuing a partly trained one where the checkpoint
     stopped: train, test, save weights and losses, checkpoint, figures."""
-    for epoch in range(progress.epoch + 1, r.args.epochs + 1):
+    for epoch in range(progress.epoch + 1, last_epoch(r) + 1):
         t0 = time.time()
         loader_state = r.train_loader.get_state()  # this epoch's order is drawn from it
 
@@ -365,13 +384,26 @@ def train_epochs(r, progress):
         except Stop:
             # tested again on resume; the training of this epoch is kept: checkpoint at its last step, with
             # the RNG as it was then (the test draws that a resume repeats)
-            save_checkpoint(r, progress, epoch - 1, len(r.train_loader),
+            save_checkpoint(r, progress, epoch - 1, steps_in_epoch(r, epoch),
                             dict(totals, seconds=totals['seconds'] + time.time() - t0), loader_state,
                             rng_after_training)
             raise
         end_epoch(r, progress, epoch, totals, test_loss, time.time() - t0)
         if distributed.all_sum([float(r.stopper.requested)], r.device)[0]:
             raise Stop
+
+
+def last_epoch(r):
+    """--epochs, or the epoch in which --max-steps ends the run."""
+    if r.args.max_steps:
+        return min(r.args.epochs, -(-r.args.max_steps // len(r.train_loader)))
+    return r.args.epochs
+
+
+def steps_in_epoch(r, epoch):
+    """Training steps of `epoch`: the loader's batches, fewer in the epoch where --max-steps ends the run."""
+    n = len(r.train_loader)
+    return min(n, r.args.max_steps - (epoch - 1) * n) if r.args.max_steps else n
 
 
 def end_epoch(r, progress, epoch, totals, test_loss, seconds):
@@ -381,10 +413,9 @@ def end_epoch(r, progress, epoch, totals, test_loss, seconds):
     losses['epoch_seconds'].append(round(totals['seconds'] + seconds, 2))
     losses['skipped_batches'].append(totals['skipped'])
     if r.main:
-        with writing(r, progress):
-            save_weights(r.model, r.dir)
-            save_json(losses, os.path.join(r.dir, 'losses.json'))
-            r.tracker.epoch(epoch, losses, epoch * len(r.train_loader))
+        save_weights(r.model, r.dir)
+        save_json(losses, os.path.join(r.dir, 'losses.json'))
+        r.tracker.epoch(epoch, losses, epoch * len(r.train_loader))
     save_checkpoint(r, progress, epoch, 0, None, r.train_loader.get_state(), rng_states(r.device))
     progress.epoch = epoch
     log.info(f'====> epoch {epoch:3d}  train loss {losses["train"][-1]:10.4f}  test loss {test_loss:10.4f}  '
@@ -400,7 +431,7 @@ def epoch_figures(r, progress):
     if not r.main:
         return
     epoch = progress.epoch
-    with fork_rng(r.device), writing(r, progress):
+    with fork_rng(r.device):
         paths = save_epoch_figures(r.model, r.figure_batch, r.dir, epoch, r.test_data.display)
         analytics.save_loss_curve(progress.losses, os.path.join(r.dir, 'figures', 'losses.png'))
         if not r.args.no_analytics:  # UMAP of latents, KL box plots
@@ -415,10 +446,10 @@ def finish(r, progress):
                            stopper=r.stopper)
         log.info(f'test log-likelihood (IWAE, K = {LOGP_K}): {logp:.4f}')
         if r.main:
-            with writing(r, progress):
-                save_json({'K': LOGP_K, 'test_log_likelihood': logp}, os.path.join(r.dir, 'logp.json'))
+            save_json({'K': LOGP_K, 'test_log_likelihood': logp}, os.path.join(r.dir, 'logp.json'))
     save_checkpoint(r, progress, progress.epoch, 0, None, r.train_loader.get_state(), rng_states(r.device),
-                    finished=True)
+                    finished=True, steps_done=(progress.epoch - 1) * len(r.train_loader)
+                    + steps_in_epoch(r, progress.epoch) if progress.epoch else 0)
 
 
 # ---------------------------------------------------------------- one epoch
@@ -449,10 +480,13 @@ def train_epoch(r, epoch, save_step=None, start=0, totals=None):
     batch. save_step(step, totals) checkpoints after `step` steps: every --checkpoint-every steps, and
     when a stop signal arrived (then Stop is raised). A non-finite loss raises NonFinite, or is skipped."""
     args, loader = r.args, r.train_loader
+    stop_at = steps_in_epoch(r, epoch)
     r.model.train()
     totals = dict(totals or new_totals())
-    bar = _progress_bar(loader.iter_from(start), f'epoch {epoch} train', len(loader) - start)
+    bar = _progress_bar(loader.iter_from(start), f'epoch {epoch} train', stop_at - start)
     for i, (x, _) in enumerate(bar, start):
+        if i == stop_at:  # --max-steps
+            break
         offset, size = loader.shard(i)
         r.optimizer.zero_grad(set_to_none=True)
         with distributed.global_batch(offset, size):
@@ -466,7 +500,7 @@ def train_epoch(r, epoch, save_step=None, start=0, totals=None):
             log.info(f'  epoch {epoch} batch {i:5d}/{len(loader)}  loss/item {loss / size:.4f}')
         if r.tracker:
             r.tracker.step(loss / size, (epoch - 1) * len(loader) + i + 1)
-        every = args.checkpoint_every and (i + 1) % args.checkpoint_every == 0 and i + 1 < len(loader)
+        every = args.checkpoint_every and (i + 1) % args.checkpoint_every == 0 and i + 1 < stop_at
         if save_step is not None and (stop or every):
             save_step(i + 1, totals)
         if stop:

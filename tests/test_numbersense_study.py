@@ -14,9 +14,7 @@ import torch
 
 import src.numbersense_study as study
 from src.cli import parse_args
-from src.data.digits import mnist_arrays
 from src.errors import UserError
-from src.files import save_torch
 from src.report.numbersense.authors_stats import named_tests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,19 +30,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
-
-
-@pytest.fixture(scope='module')
-def tiny_data(tmp_path_factory):
-    """A --data-dir whose cached offline MNIST holds 10 (train) / 5 (test) digits per class."""
-    d = tmp_path_factory.mktemp('tiny')
-    os.makedirs(d / 'numbersense')
-    for split, n in (('train', 10), ('test', 5)):
-        images, labels = mnist_arrays(split, str(d), True)
-        keep = torch.cat([torch.nonzero(labels == c).flatten()[:n] for c in range(10)])
-        save_torch({'images': images[keep], 'labels': labels[keep]},
-                   str(d / 'numbersense' / f'mnist_offline_{split}.pt'))
-    return str(d)
 
 
 def flags(study_dir, data_dir):

@@ -10,10 +10,12 @@ import math
 import pytest
 import torch
 import torch.distributions as dist
-import torch.nn as nn
+from tiny import Dec, Enc
 
 from src import objectives as O
-from src.models.vae import MMVAE, VAE, softmax_scale
+from src.models.joint import JOINTS
+from src.models.multimodal import MultimodalVAE
+from src.models.vae import VAE, softmax_scale
 
 D, X = 3, 5  # latent and data dimension
 
@@ -31,46 +33,27 @@ def laplace_logpdf(x, loc, scale):
     return -torch.log(2 * scale) - (x - loc).abs() / scale
 
 
-class Enc(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(X, 2 * D)
-
-    def forward(self, x):
-        h = self.lin(x)
-        return h[..., :D], nn.functional.softplus(h[..., D:]) + 0.5
-
-
-class Dec(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(D, X)
-
-    def forward(self, z):
-        return torch.sigmoid(self.lin(z)), torch.tensor(0.75)
-
-
 class Tiny(VAE):
     name, data_size = 'tiny', (X,)
 
     def __init__(self, params):
-        super().__init__(dist.Laplace, dist.Laplace, dist.Laplace, Enc(), Dec(), params)
+        super().__init__(dist.Laplace, dist.Laplace, dist.Laplace, Enc(X, D), Dec(X, D), params)
         self.register_buffer('eps', torch.randn(64, 1, D))
 
-    def forward(self, x, K=1):
-        self._qz_x_params = self.enc(x)
-        qz_x = self.qz_x(*self._qz_x_params)
-        loc, scale = self._qz_x_params
-        zs = loc + scale * self.eps[:K]  # the same noise for every item: chunk-invariant
-        return qz_x, self.px_z(*self.dec(zs)), zs
+    def rsample(self, q, K):
+        return q.loc + q.scale * self.eps[:K]  # the same noise for every item: chunk-invariant
 
 
-class TinyPair(MMVAE):
+class TinyPair(MultimodalVAE):
     name = 'tinypair'
 
     def __init__(self, params):
-        super().__init__(dist.Laplace, params, Tiny, Tiny)
+        super().__init__(dist.Laplace, params, Tiny(params).named('tiny_a'), Tiny(params).named('tiny_b'))
         self.vaes[0].llik_scaling = 1.7
+        self.register_buffer('eps', torch.randn(64, 1, D))
+
+    def rsample(self, q, K):
+        return q.loc + q.scale * self.eps[:K]
 
 
 def params(learn_prior=True):
@@ -125,7 +108,7 @@ def hand_lw_multi(m, xs, K, detach_q=False, zss=None):
     M = len(m.vaes)
     encs = [v.enc(x) for v, x in zip(m.vaes, xs, strict=True)]
     if zss is None:
-        zss = [loc + scale * v.eps[:K] for (loc, scale), v in zip(encs, m.vaes, strict=True)]
+        zss = [loc + scale * m.eps[:K] for loc, scale in encs]
     if detach_q:
         encs = [(loc.detach(), scale.detach()) for loc, scale in encs]
     p_loc, p_scale = m._pz_params[0], softmax_scale(m._pz_params[1])
@@ -174,7 +157,7 @@ def test_m_elbo_value(multi):
     xs = mdata()
     M = 2
     encs = [v.enc(x) for v, x in zip(multi.vaes, xs, strict=True)]
-    zs = [loc + scale * v.eps[:1] for (loc, scale), v in zip(encs, multi.vaes, strict=True)]
+    zs = [loc + scale * multi.eps[:1] for loc, scale in encs]
     p_loc, p_scale = multi._pz_params[0], softmax_scale(multi._pz_params[1])
     total = 0
     for r in range(M):
@@ -321,8 +304,13 @@ def test_dreg_gradients_multimodal(multi, looser, true_dreg):
         assert torch.allclose(a, b)
 
 
-def test_get_objective_dispatch():
-    assert O.get_objective('elbo', True, looser=True) is O.m_elbo  # --looser: no effect on elbo
-    assert O.get_objective('iwae', True, looser=True) is O.m_iwae_looser
-    assert O.get_objective('iwae', False, looser=True) is O.iwae
-    assert O.eval_objective(True) is O.m_iwae and O.eval_objective(False) is O.iwae
+def test_objective_sets_of_the_joint_rules():
+    """--obj and --looser choose these functions; the test bound is the tight one."""
+    moe = JOINTS['moe'].objectives()
+    assert O.get_objective(moe, 'elbo', looser=True) is O.m_elbo  # --looser: no effect on elbo
+    assert O.get_objective(moe, 'iwae', looser=True) is O.m_iwae_looser
+    assert O.get_objective(O.UNIMODAL, 'iwae', looser=True) is O.iwae
+    assert moe.test is O.m_iwae and O.UNIMODAL.test is O.iwae
+    assert JOINTS['mopoe'].objectives().train['elbo'] is O.mixture_elbo
+    assert JOINTS['poe'].objectives().train['iwae'].__name__ == 'subsampled_m_iwae'
+    assert O.get_objective(JOINTS['poe'].objectives(), 'iwae', looser=True).__name__ == 'subsampled_m_iwae'

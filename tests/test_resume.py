@@ -45,10 +45,11 @@ def reference(tmp_path_factory, data_dir, in_process_runs):
 
 
 def _position(run):
-    """(epochs done, steps done) of the newest checkpoint, or None (none yet / being replaced)."""
+    """(epochs done, steps done) of the checkpoint a resume takes (the most advanced complete one of
+    checkpoint.pt, .next.pt, .prev.pt: a kill may fall between writing the next one and its rename), or None."""
     try:
-        s = torch.load(os.path.join(run, checkpoint.CKPT))
-        return s['epoch'], s['step']
+        s, _ = checkpoint.load(run)
+        return (s['epoch'], s['step']) if s else None
     except Exception:
         return None
 

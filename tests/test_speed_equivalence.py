@@ -27,7 +27,7 @@ from src.cli import parse_args
 from src.data import BatchLoader, load_data
 from src.models import MODELS
 from src.models.svhn import Dec
-from src.objectives import get_objective
+from src.objectives import model_objective
 from src.train import amp_objective, compile_networks
 
 D = 6  # latent dimension of the test models
@@ -243,9 +243,9 @@ def test_amp_training_steps_close_to_float32(offline_data_dir):
     autocast: every step's loss within AMP_TOLERANCE."""
     args = argparse.Namespace(data_dir=offline_data_dir, offline=True, pair_multiplier=1)
     data = load_data('mnist_svhn', args, 'train')
-    objective = get_objective('dreg', multimodal=True, looser=True)
     torch.manual_seed(7)
     model = MODELS['mnist_svhn'](flags(latent_dim=20))
+    objective = model_objective(model, 'dreg', looser=True)
     init = {k: v.clone() for k, v in model.state_dict().items()}
     losses = {}
     for name, obj in (('fp32', objective), ('amp', amp_objective(objective, torch.device('cpu')))):

@@ -22,6 +22,7 @@ from .cub_features import extractor, features
 from .cub_images import images64
 from .cub_layout import CAPTIONS_PER_IMAGE, cache_dir, check_layout, root, text_file
 from .cub_offline import make_offline_set, offline_meta, offline_source  # noqa: F401  (make_offline_set: docs)
+from .registry import register_dataset
 from .tensors import TensorData
 
 
@@ -92,11 +93,13 @@ def _ids(args, split):
     return caption_data(args)[1 if split == 'train' else 2]
 
 
+@register_dataset('cubI')
 def load_cub_images(args, split):
     images, classes = images64(args, split)
     return TensorData([images], _labels(torch.arange(len(images)), classes), source=_source(args), names=['cubI'])
 
 
+@register_dataset('cubS')
 def load_cub_captions(args, split):
     ids = _ids(args, split)
     image = torch.arange(len(ids)) // CAPTIONS_PER_IMAGE
@@ -105,6 +108,7 @@ def load_cub_captions(args, split):
     return data
 
 
+@register_dataset('cubIft')
 def load_cub_features(args, split):
     net = extractor(args)
     feats = features(args, split, net=net)[0]
@@ -113,6 +117,7 @@ def load_cub_features(args, split):
     return data
 
 
+@register_dataset('cubIS')
 def load_cub_image_captions(args, split):
     images, classes = images64(args, split)
     index = _pair_index(len(_ids(args, split)))
@@ -122,6 +127,7 @@ def load_cub_image_captions(args, split):
     return data
 
 
+@register_dataset('cubISft')
 def load_cub_features_captions(args, split):
     net = extractor(args)
     feats = features(args, split, net=net)[0]

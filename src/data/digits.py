@@ -15,6 +15,7 @@ import torch
 from ..errors import UserError
 from ..files import load_torch, save_torch
 from .pairing import pair_by_label
+from .registry import register_dataset
 from .tensors import TensorData
 
 OFFLINE_SVHN_SIZE = {'train': 20000, 'test': 4000}
@@ -134,16 +135,19 @@ def _source(names, offline):
     return '; '.join(table[n] for n in names)
 
 
+@register_dataset('mnist')
 def load_mnist(args, split):
     images, labels = mnist_arrays(split, args.data_dir, args.offline)
     return TensorData([images], {'digit': labels}, source=_source(['mnist'], args.offline), names=['mnist'])
 
 
+@register_dataset('svhn')
 def load_svhn(args, split):
     images, labels = svhn_arrays(split, args.data_dir, args.offline)
     return TensorData([images], {'digit': labels}, source=_source(['svhn'], args.offline), names=['svhn'])
 
 
+@register_dataset('mnist_svhn')
 def load_mnist_svhn(args, split):
     m_img, m_lab = mnist_arrays(split, args.data_dir, args.offline)
     s_img, s_lab = svhn_arrays(split, args.data_dir, args.offline)

@@ -32,6 +32,7 @@ import torch
 from ..files import load_torch, save_torch
 from .digits import PAIR_SEED, mnist_arrays, paired_indices
 from .numbersense import N_COLOURS, NODA_N_DIGITS, check_oscn, make_cmnist, make_cmnist_noda, make_oscn, make_oscn_noda
+from .registry import register_dataset
 from .tensors import TensorData
 
 OSCN_SEED = {'train': 100, 'test': 101}  # fixed: the data do not change with --seed
@@ -128,6 +129,7 @@ def _cmnist_source(args, split, protocol):
     return f'CMNIST ({protocol} protocol: {which} x 4 colours) from {_mnist_source(args.offline)}'
 
 
+@register_dataset('cmnist')
 def load_cmnist(args, split):
     protocol = protocol_of(args)
     images, number, colour = cmnist_arrays(split, args.data_dir, args.offline, protocol)
@@ -135,6 +137,7 @@ def load_cmnist(args, split):
                       source=_cmnist_source(args, split, protocol))
 
 
+@register_dataset('oscn')
 def load_oscn(args, split):
     protocol = protocol_of(args)
     _, mnist_labels = _mnist(split, args.data_dir, args.offline)
@@ -144,6 +147,7 @@ def load_oscn(args, split):
                       source=f'{_oscn_source(split, protocol)}; {_cmnist_source(args, split, protocol)}')
 
 
+@register_dataset('cmnist_oscn')
 def load_cmnist_oscn(args, split):
     protocol = protocol_of(args)
     cm_img, number, colour = cmnist_arrays(split, args.data_dir, args.offline, protocol)

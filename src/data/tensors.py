@@ -48,6 +48,14 @@ class TensorData:
             xs = [to_model_input(s[ix[idx]]) for s, ix in zip(self.sources, self.index, strict=True)]
         return xs if self.multimodal else xs[0]
 
+    def take(self, idx):
+        """The items idx (a LongTensor) as a new TensorData sharing the sources: --max-test-items."""
+        index = [idx] * len(self.sources) if self.index is None else [ix[idx] for ix in self.index]
+        out = TensorData(self.sources, {k: v[idx] for k, v in self.labels.items()}, index,
+                         f'{self.source}; {len(idx):,} of its {len(self):,} items', self.names)
+        out.display = self.display
+        return out
+
     def to(self, device):
         self.sources = [s.to(device) for s in self.sources]
         if self.index is not None:

@@ -4,12 +4,12 @@ from math import prod
 
 from . import register
 from .cmnist import CMNIST, DISTS
+from .multimodal import MultimodalVAE
 from .oscn import OSCN
-from .vae import MMVAE
 
 
 @register
-class CMNIST_OSCN(MMVAE):
+class CMNIST_OSCN(MultimodalVAE):
     name = 'cmnist_oscn'
     dataset = 'cmnist_oscn'
 

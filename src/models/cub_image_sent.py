@@ -13,11 +13,12 @@ import torch.distributions as dist
 from . import register
 from .cub_image import CUBImage
 from .cub_sent import MAX_LEN, CUBSent
-from .vae import MMVAE, softmax_scale_eta
+from .multimodal import MultimodalVAE
+from .vae import softmax_scale_eta
 
 
 @register
-class CUBImageSent(MMVAE):
+class CUBImageSent(MultimodalVAE):
     name = 'cubIS'
     dataset = 'cubIS'
     prior_scale_fn = staticmethod(softmax_scale_eta)

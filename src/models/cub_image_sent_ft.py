@@ -14,11 +14,12 @@ import torch.distributions as dist
 from . import register
 from .cub_image_ft import CUBImageFt
 from .cub_sent import MAX_LEN, CUBSentFt
-from .vae import MMVAE, softplus_scale_eta
+from .multimodal import MultimodalVAE
+from .vae import softplus_scale_eta
 
 
 @register
-class CUBImageSentFt(MMVAE):
+class CUBImageSentFt(MultimodalVAE):
     name = 'cubISft'
     dataset = 'cubISft'
     prior_scale_fn = staticmethod(softplus_scale_eta)

@@ -5,12 +5,12 @@ import torch.distributions as dist
 
 from . import register
 from .mnist import MNIST
+from .multimodal import MultimodalVAE
 from .svhn import SVHN
-from .vae import MMVAE
 
 
 @register
-class MNIST_SVHN(MMVAE):
+class MNIST_SVHN(MultimodalVAE):
     name = 'mnist_svhn'
     dataset = 'mnist_svhn'
 

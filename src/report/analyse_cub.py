@@ -48,14 +48,14 @@ from src.report import cca as CCA
 from src.report import cca_emb, sif
 from src.report.runs import add_run_flags, analysis_logger, device_from, load_run, run_script, save_results
 
-RUN_MODELS = ('cubIS', 'cubISft')
 CCA_METHODS = ('released', 'span', 'unit-variance')
 VERSION = 2  # of the cached embedder and CCA
 
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--save-dir', required=True, help='run directory (cubIS or cubISft)')
+    p.add_argument('--save-dir', required=True,
+                   help='run directory of a CUB image-caption model (cubIS, cubISft, with any --joint-posterior)')
     p.add_argument('--cca-emb', default='', metavar='DIR',
                    help="folder with the authors' CCA_emb.zip content (cub.emb, cub.weights or cub.all, cub.pc, "
                         "images_mean.pt, emb_mean.pt, im_proj.pt, emb_proj.pt; the *.pt also found in the run "
@@ -198,16 +198,17 @@ def metric(cmd, args, train_ids, train_feats, s, log):
 class Scorer:
     """Maps both modalities into the CCA space's inputs: image features and sentence embeddings."""
 
-    def __init__(self, model_name, embedder, fit, net):
-        self.model_name, self.embedder, self.fit, self.net = model_name, embedder, fit, net
+    def __init__(self, decodes_features, embedder, fit, net):
+        self.decodes_features, self.embedder, self.fit, self.net = decodes_features, embedder, fit, net
 
     def captions(self, ids_or_logits):
         ids = ids_or_logits.argmax(-1) if ids_or_logits.is_floating_point() else ids_or_logits
         return self.embedder(ids.cpu())
 
     def images(self, x):
-        """Generated images -> features: cubISft decodes features; cubIS images go through the feature network."""
-        if self.model_name == 'cubISft':
+        """Generated images -> features: a feature model (cubISft) decodes features; images (cubIS) go through
+        the feature network."""
+        if self.decodes_features:
             return x.float().cpu()
         return torch.cat([self.net(c) for c in x.split(16 if self.net.device.type == 'cpu' else 128)])
 
@@ -240,14 +241,15 @@ def test_batches(n, batch_size, max_batches, seed):
 def paired_scores(model, data, batches, feats, scorer):
     """Ground truth, image -> caption and caption -> image over the same batches of test pairs
     (one latent sample each). feats: the CCA features of the test images."""
-    img_vae, cap_vae = model.vaes
+    (i, img_vae), (c, cap_vae) = image_and_caption(model)
     dev = data.sources[0].device
     image_of = data.labels['image'].cpu()
     f_real, e_real, e_i2c, f_c2i = [], [], [], []
     for b in batches:
-        x_img, x_cap = data.gather(b.to(dev))
-        z_img = img_vae.qz_x(*img_vae.enc(x_img)).rsample()
-        z_cap = cap_vae.qz_x(*cap_vae.enc(x_cap)).rsample()
+        x = data.gather(b.to(dev))
+        x_img, x_cap = x[i], x[c]
+        z_img = model.unimodal_posterior(i, x_img).rsample()  # the posterior of the model's joint rule
+        z_cap = model.unimodal_posterior(c, x_cap).rsample()
         f_real.append(feats[image_of[b]])
         e_real.append(scorer.captions(x_cap))
         e_i2c.append(scorer.captions(cap_vae.decode(z_img).mean))
@@ -263,7 +265,7 @@ def paired_scores(model, data, batches, feats, scorer):
 def joint_score(model, n, scorer, batch_size):
     """n joint-prior samples (drawn at once) decoded into both modalities (decoder means, arg-max captions)."""
     zs = model.pz(*model.pz_params).rsample(torch.Size([n])).squeeze(1)  # prior batch shape (1, D) -> (n, D)
-    img_vae, cap_vae = model.vaes
+    (_, img_vae), (_, cap_vae) = image_and_caption(model)
     feats = [scorer.images(img_vae.decode(z).mean) for z in zs.split(batch_size)]
     embs = [scorer.captions(cap_vae.decode(z).mean) for z in zs.split(batch_size)]
     return scorer.score(torch.cat(feats), np.concatenate(embs))
@@ -271,13 +273,21 @@ def joint_score(model, n, scorer, batch_size):
 
 # ---------------------------------------------------------------- main
 
+def image_and_caption(model):
+    """((index, VAE) of the image or feature modality, (index, VAE) of the caption modality)."""
+    kinds = [v.modality for v in model.vaes]
+    i, c = kinds.index('image' if 'image' in kinds else 'feature'), kinds.index('caption')
+    return (i, model.vaes[i]), (c, model.vaes[c])
+
+
 def load(cmd):
     """(flags, model, seed) of the run, checked; the untrained baseline when asked."""
     device = device_from(cmd.no_cuda)
     args, model = load_run(cmd.save_dir, device, cmd.data_dir, cmd.offline)
-    if args.model not in RUN_MODELS:
-        raise UserError(f'analyse_cub scores image-caption coherence of {" or ".join(RUN_MODELS)} runs; '
-                        f'{cmd.save_dir} is a {args.model!r} run')
+    kinds = [v.modality for v in model.vaes]
+    if sorted(kinds) not in (['caption', 'image'], ['caption', 'feature']) or not model.dataset.startswith('cub'):
+        raise UserError(f'analyse_cub scores CUB image-caption coherence: a model of CUB images (or their features) '
+                        f'and captions (cubIS, cubISft); {cmd.save_dir} is a {args.model!r} run')
     seed = args.seed if cmd.seed is None else cmd.seed
     torch.manual_seed(seed)
     if cmd.untrained:  # the same configuration, freshly initialised: what the scores are without training
@@ -325,7 +335,8 @@ def main(argv=None):
     log.info(f'data: {test.source}')  # offline data say so in their source
     _, train_ids, _ = cub.caption_data(args)
     net = extractor(args, device)
-    source = 'original' if args.model == 'cubISft' or args.offline else '64'  # offline images are 64x64
+    feature_model = any(v.modality == 'feature' for v in model.vaes)
+    source = 'original' if feature_model or args.offline else '64'  # offline images are 64x64
     train_feats, net_desc = features(args, 'train', source, net)
     test_feats = features(args, 'test', source, net)[0]
     describe_features(args, net, source, log)
@@ -333,7 +344,8 @@ def main(argv=None):
 
     s = settings(cmd, args, net, source)
     embedder, fit, how, cache = metric(cmd, args, train_ids, train_feats, s, log)
-    out = {'model': args.model, 'run': cmd.save_dir, 'untrained_model': bool(cmd.untrained), 'seed': seed,
+    out = {'model': args.model, 'joint_posterior': args.joint_posterior, 'run': cmd.save_dir,
+           'untrained_model': bool(cmd.untrained), 'seed': seed,
            'data_source': test.source, 'offline_data': bool(args.offline), 'image_features': net_desc,
            'stand_in_image_features': bool(net.stand_in),
            'image_features_of': 'the 64x64 images' if source == '64' else 'the original images',
@@ -343,7 +355,7 @@ def main(argv=None):
     log.info('metric pieces: ' + '; '.join(f'{k.replace("_", " ")}: {v}' for k, v in how.items()))
     out['cca_dim_used'] = int(fit.wx.shape[1])
     log_cca(fit, out, log)
-    scorer = Scorer(args.model, embedder, fit, net)
+    scorer = Scorer(feature_model, embedder, fit, net)
 
     batches = test_batches(len(test), cmd.batch_size, cmd.max_batches, seed)
     scores = out['scores'] = paired_scores(model, test, batches, test_feats, scorer)

@@ -21,6 +21,7 @@ the JSON records the budget used and whether it is the released protocol.
 Writes <RUN>/analyse_ms.json and <RUN>/analyse_ms.log.
 """
 import time
+from functools import partial
 
 import torch
 
@@ -32,7 +33,6 @@ from src.report import classifiers as C
 from src.report.metrics import cross_coherence, joint_coherence, latent_accuracy
 from src.report.runs import add_run_flags, analysis_logger, device_from, load_run, run_script, save_results
 
-MODELS = ('mnist_svhn', 'mnist', 'svhn')
 RELEASED = {'latent_epochs': 30, 'classifier_epochs': 30, 'joint_samples': 10000, 'batch_size': 256,
             'train_items': 0, 'max_items': 0, 'unpaired': False}
 UNIMODAL_EPOCH_FACTOR = 10  # released: "mnist-svhn has more examples (roughly x10)"
@@ -40,7 +40,9 @@ UNIMODAL_EPOCH_FACTOR = 10  # released: "mnist-svhn has more examples (roughly x
 
 def parse_args(argv=None):
     p = Parser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--save-dir', required=True, help='run directory written by main.py (mnist_svhn, mnist or svhn)')
+    p.add_argument('--save-dir', required=True,
+                   help='run directory written by main.py: a model of digit images (mnist_svhn with any '
+                        '--joint-posterior, mnist, svhn, or your own)')
     p.add_argument('--latent-epochs', type=int, default=RELEASED['latent_epochs'],
                    help='epochs of the linear latent classifiers over the paired training set (released: 30; '
                         f'unimodal runs: {UNIMODAL_EPOCH_FACTOR}x this over their own training set, as released)')
@@ -83,6 +85,7 @@ def modality_sets(args, model, device, unpaired):
     vaes, sets = list(model.vaes), {}
     if len(vaes) > 1 and not unpaired:
         split = {s: load_data(model.dataset, args, s).to(device) for s in ('train', 'test')}
+        check_digit_labels(split['train'], args)
         for m, v in enumerate(vaes):
             sets[v.name] = tuple(C.modality_items(split[s], m, f'the paired {s} set (pair multiplier '
                                                   f'{args.pair_multiplier}), its {v.name} images')
@@ -91,21 +94,41 @@ def modality_sets(args, model, device, unpaired):
     sources = []
     for v in vaes:
         split = {s: load_data(v.dataset, args, s).to(device) for s in ('train', 'test')}
+        check_digit_labels(split['train'], args)
         sets[v.name] = tuple(C.modality_items(split[s], 0, f'the unpaired {v.name} {s} images')
                              for s in ('train', 'test'))
         sources.append(split['train'].source)
     return sets, '; '.join(sources)
 
 
-def latent_accuracies(vaes, sets, cmd, seed, log):
-    """Latent accuracy per modality, and what each was trained and tested on."""
+def check_digit_model(model, args, save_dir):
+    """analyse_ms scores digits: every modality an image its digit classifiers take (square, side >= 16)."""
+    bad = [v.name for v in model.vaes
+           if v.modality != 'image' or len(v.data_size) != 3 or not 16 <= v.data_size[1] == v.data_size[2]]
+    if bad:
+        raise UserError(f'analyse_ms scores models of digit images; {save_dir} is a {args.model!r} run whose '
+                        f'modalities {", ".join(bad)} are not square images (CUB runs: analyse_cub.py)')
+
+
+def check_digit_labels(data, args):
+    if 'digit' not in data.labels:
+        raise UserError(f'analyse_ms scores digits; the data of this {args.model!r} run carry no digit labels '
+                        f'(they have {", ".join(data.labels) or "none"}; number-sense runs: '
+                        f'src/report/numbersense/analyse.py)')
+
+
+def latent_accuracies(model, sets, cmd, seed, log):
+    """Latent accuracy per modality, on samples of its posterior under the model's joint rule (its
+    encoder's for a mixture of experts), and what each was trained and tested on."""
     acc, setup = {}, {}
+    vaes = list(model.vaes)
     epochs = cmd.latent_epochs * (UNIMODAL_EPOCH_FACTOR if len(vaes) == 1 else 1)
-    for v in vaes:
+    for m, v in enumerate(vaes):
         train, test = sets[v.name]
         train = train.subset(cmd.train_items)
-        acc[v.name], _ = latent_accuracy(v, train.images, train.labels, test.images, test.labels, epochs,
-                                         cmd.batch_size, seed=seed, train_rows=train.rows, test_rows=test.rows)
+        acc[v.name], _ = latent_accuracy(partial(model.unimodal_posterior, m), train.images, train.labels,
+                                         test.images, test.labels, epochs, cmd.batch_size, seed=seed,
+                                         train_rows=train.rows, test_rows=test.rows)
         setup[v.name] = {'epochs': epochs, 'batch_size': cmd.batch_size, 'lr': 1e-3,
                          'steps': C.steps(len(train), epochs, cmd.batch_size),
                          'train_set': train.description, 'n_train_items': len(train),
@@ -163,25 +186,24 @@ def main(argv=None):
     cmd = parse_args(argv)
     device = device_from(cmd.no_cuda)
     args, model = load_run(cmd.save_dir, device, cmd.data_dir, cmd.offline)
-    if args.model not in MODELS:
-        raise UserError(f'analyse_ms works on {", ".join(MODELS)} runs; {cmd.save_dir} is a {args.model!r} run '
-                        f'(for CUB runs use the CCA analysis)')
+    check_digit_model(model, args, cmd.save_dir)
+    t0 = time.time()
+    sets, source = modality_sets(args, model, device, cmd.unpaired)  # bad input stops before the log is written
     log = analysis_logger(cmd.save_dir, 'analyse_ms')
     seed = args.seed if cmd.seed is None else cmd.seed
     torch.manual_seed(seed)
-    t0 = time.time()
     vaes = list(model.vaes)
     multimodal = len(vaes) > 1
-    sets, source = modality_sets(args, model, device, cmd.unpaired)
     protocol = released_protocol(cmd)
     log.info(f'run {cmd.save_dir}: model {args.model} on {device}; protocol: {protocol}')
     log.info(f"data: {source}{' (OFFLINE stand-in, not the paper data)' if args.offline else ''}")
-    out = {'model': args.model, 'offline_data': bool(args.offline), 'data_source': source, 'seed': seed,
+    out = {'model': args.model, 'joint_posterior': args.joint_posterior if multimodal else None,
+           'offline_data': bool(args.offline), 'data_source': source, 'seed': seed,
            'protocol': protocol,
            'budget': {k: getattr(cmd, k) for k in RELEASED} | {'pair_multiplier': args.pair_multiplier}}
 
     log.info('-' * 20 + ' latent classification accuracy ' + '-' * 20)
-    out['latent_accuracy'], out['latent_accuracy_setup'] = latent_accuracies(vaes, sets, cmd, seed, log)
+    out['latent_accuracy'], out['latent_accuracy_setup'] = latent_accuracies(model, sets, cmd, seed, log)
     if multimodal:
         log.info('-' * 20 + ' digit classifiers ' + '-' * 20)
         nets, out['classifiers'] = digit_classifiers(vaes, sets, source, args, cmd, log)

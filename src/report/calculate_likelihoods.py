@@ -3,13 +3,15 @@
     python src/report/calculate_likelihoods.py --save-dir RUN [--iwae-samples 1000]
 
 What the released src/report/calculate_likelihoods.py computes, with K = 1000
-importance samples per modality, averaged over every item of the test set
-(multimodal runs: the paired test set, with the run's pair multiplier):
-- multimodal runs: the joint log p(x_1..M) (m_iwae over all M*K mixture
-  samples, each modality's log-likelihood weighted by its training likelihood
-  scaling); each modality's log p(x_d) from the same mixture samples
-  (unscaled); the M x M cross terms log p(x_d) with encoder e's K samples as
-  proposal (unscaled);
+importance samples per posterior component, averaged over every item of the
+test set (multimodal runs: the paired test set, with the run's pair multiplier):
+- multimodal runs: the joint log p(x_1..M) (m_iwae over all C*K samples of the
+  joint posterior's C components, each modality's log-likelihood weighted by its
+  training likelihood scaling); each modality's log p(x_d) from the same samples
+  (unscaled); the M x M cross terms log p(x_d) with q(z|x_e) as proposal
+  (unscaled). Each estimate's proposal is a posterior of the run's own joint rule
+  (the released MMVAE's mixture of experts: its M experts; MVAE: the product of
+  experts; MoPoE: the mixture of subset products), named in the JSON;
 - unimodal runs: the IWAE estimate (likelihood scaling 1).
 --max-items (a spaced subset) and --chunk-items are quick-check and memory
 options; by default every test item is used.
@@ -24,7 +26,8 @@ from src.cli import Parser
 from src.data import load_data
 from src.data.tensors import spread_subset
 from src.errors import UserError
-from src.report.metrics import chunk_items, iwae_terms, mmvae_likelihood_terms
+from src.models.joint import joint_rule
+from src.report.metrics import chunk_items, iwae_terms, likelihood_terms
 from src.report.runs import add_run_flags, analysis_logger, device_from, load_run, run_script, save_results
 
 
@@ -73,7 +76,7 @@ def main(argv=None):
         for idx in items.split(S):
             x = data.gather(idx)
             if multimodal:
-                t = mmvae_likelihood_terms(model, x, K)
+                t = likelihood_terms(model, x, K)
                 joint += t['joint'].double().sum().item()
                 for d in range(M):
                     marginal[d] += t['marginal'][d].double().sum().item()
@@ -92,19 +95,32 @@ def main(argv=None):
         scaling = {nm: vae.llik_scaling for nm, vae in zip(names, model.vaes, strict=True)}
         out['joint'] = joint / n
         out['joint_llik_scaling'] = scaling
+        out['joint_posterior'] = args.joint_posterior
+        out['estimator'] = estimators(joint_rule(args.joint_posterior), names, K)
         out['marginal'] = {nm: marginal[d] / n for d, nm in enumerate(names)}
         out['cross'] = {names[e]: {names[d]: cross[e][d] / n for d in range(M)} for e in range(M)}
-        log.info(f'joint log p({", ".join(names)}) (m_iwae, all {M}*K mixture samples, likelihood scaling '
-                 f'{", ".join(f"{k} {v:.4g}" for k, v in scaling.items())}): {out["joint"]:.4f}')
+        est = out['estimator']
+        log.info(f'joint log p({", ".join(names)}) ({est["joint"]} as proposal, {K} samples per component; '
+                 f'likelihood scaling {", ".join(f"{k} {v:.4g}" for k, v in scaling.items())}): {out["joint"]:.4f}')
         for nm in names:
-            log.info(f'log p({nm}) (all {M}*K mixture samples, unscaled): {out["marginal"][nm]:.4f}')
+            log.info(f'log p({nm}) (the same samples, unscaled): {out["marginal"][nm]:.4f}')
         for e in names:
             for d in names:
-                log.info(f'log p({d}) with q(z|{e}) as proposal (K samples, unscaled): {out["cross"][e][d]:.4f}')
+                log.info(f'log p({d}) with {est["cross"][e]} as proposal ({K} samples per component, '
+                         f'unscaled): {out["cross"][e][d]:.4f}')
     else:
         out['log_likelihood'] = joint / n
         log.info(f'log p({names[0]}) (IWAE): {out["log_likelihood"]:.4f}')
     return save_results(out, cmd.save_dir, 'likelihoods', t0, log)
+
+
+def estimators(rule, names, K):
+    """What each estimate's proposal is, in words, for the JSON and the log."""
+    def proposal(given):
+        parts = rule.describe(given, full=len(given) == len(names))
+        return parts[0] if len(parts) == 1 else f"1/{len(parts)} ({' + '.join(parts)})"
+    return {'joint_posterior': rule.name, 'samples_per_component': K, 'joint': proposal(names),
+            'cross': {e: proposal([e]) for e in names}}
 
 
 if __name__ == '__main__':

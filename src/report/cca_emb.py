@@ -78,10 +78,10 @@ def load(folder, run_dir):
     for name, files in PICKLES.items():
         for f in files:
             p = os.path.join(folder, f)
-            if os.path.isfile(p):
+            if os.path.lexists(p):
                 found[name], paths[name] = _load_pickle(p, f'{f} ({name.replace("_", " ")})'), p
                 break
-    proj = {k: next((p for p in (os.path.join(d, f) for d in (folder, run_dir)) if os.path.isfile(p)), None)
+    proj = {k: next((p for p in (os.path.join(d, f) for d in (folder, run_dir)) if os.path.lexists(p)), None)
             for k, f in PROJECTION.items()}
     if any(proj.values()) and not all(proj.values()):
         missing = ', '.join(PROJECTION[k] for k, p in proj.items() if p is None)

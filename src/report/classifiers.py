@@ -51,7 +51,15 @@ class DigitCNN(nn.Module):
         return self.fc2(F.dropout(x, training=self.training))
 
 
-CLASSIFIERS = {'mnist': lambda: DigitCNN(1, 28), 'svhn': lambda: DigitCNN(3, 32)}
+def digit_cnn(shape):
+    """The digit classifier of square images of `shape` (C, S, S): DigitCNN(1, 28) for MNIST, (3, 32) for SVHN."""
+    channels, height, width = shape
+    if height != width or height < 16:
+        raise ValueError(f'the digit classifiers take square images of side 16 or more, not {tuple(shape)}')
+    return DigitCNN(channels, height)
+
+
+
 SEED = 0     # fixed: a cached classifier depends only on the data and the budget
 LR = 1e-3    # released: Adam(lr=0.001)
 
@@ -107,7 +115,7 @@ def train_classifier(modality, train, epochs, batch_size=256, lr=LR, log=None):
     gen = torch.Generator().manual_seed(SEED)
     with fork_rng(dev):
         torch.manual_seed(SEED)
-        net = CLASSIFIERS[modality]().to(dev)
+        net = digit_cnn(train.images.shape[1:]).to(dev)
         opt = torch.optim.Adam(net.parameters(), lr=lr)
         net.train()
         for epoch in range(1, epochs + 1):
@@ -186,7 +194,8 @@ def load_or_train(modality, source, train, test, data_dir, offline, epochs, batc
         net = train_classifier(modality, train, epochs, batch_size, log=log)
         return net, {'train_seconds': round(time.time() - t0, 1)}
 
-    net, extras, trained_now = cached_network(path, key, CLASSIFIERS[modality], fit, f'{modality} classifier',
+    net, extras, trained_now = cached_network(path, key, lambda: digit_cnn(train.images.shape[1:]), fit,
+                                              f'{modality} classifier',
                                               train.rows.device, log)
     info = {'path': path, 'trained_now': trained_now, **key, 'steps': steps(len(train), epochs, batch_size),
             'train_seconds': extras.get('train_seconds'), 'test_set': test.description, 'n_test_items': len(test),

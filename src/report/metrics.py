@@ -1,13 +1,14 @@
 """Evaluation metrics (paper section 4) as plain functions of a model and tensors.
 
-- Log-likelihood estimates: `iwae_terms` (unimodal) and `mmvae_likelihood_terms`
-  (joint, per-modality with the whole mixture as proposal, M x M cross terms).
+- Log-likelihood estimates: `iwae_terms` (unimodal) and `likelihood_terms`
+  (multimodal, any joint posterior: joint, per-modality with the joint posterior
+  as proposal, M x M cross terms).
 - MNIST-SVHN: `latent_accuracy` (linear D -> 10 on reparameterised samples),
   `cross_coherence`, `joint_coherence`, `accuracy`.
 
-A model here is anything with the attributes of src/models/vae.py: a unimodal
-VAE has enc, qz_x, pz, pz_params, decode, llik_scaling; an MMVAE has vaes, pz,
-pz_params and forward(x, K) -> (qz_xs, px_zs[e][d], zss).
+A model here is one of src/models: a unimodal VAE (vae.py) or a multimodal one
+(multimodal.py: vaes, prior(), experts, posterior, unimodal_posterior, rsample,
+and forward(x, K) -> (qz_xs, px_zs[e][d], zss)).
 """
 import torch
 import torch.nn as nn
@@ -60,49 +61,59 @@ def iwae_terms(vae, x, K):
 
 
 @torch.no_grad()
-def mmvae_likelihood_terms(model, xs, K):
-    """Per-item (B,) log-likelihood estimates of a mixture-of-experts MMVAE:
+def likelihood_terms(model, xs, K):
+    """Per-item (B,) log-likelihood estimates of a multimodal model, each an importance-sampling estimate
+    whose proposal is a posterior of the model's own joint rule, K samples from each of its components
+    (stratified, as the released code samples its mixture of experts):
 
-    joint:       log p(x_1..M), m_iwae: all M*K samples of the mixture, log
-                 weights with the training likelihood scalings (as released);
-    marginal[d]: log p(x_d), the same M*K mixture samples, unscaled p(x_d|z);
-    cross[e][d]: log p(x_d) from K samples of q_e alone (proposal q_e), unscaled.
+    joint:       log p(x_1..M), proposal q(z|x_1..M), log weights with the training likelihood
+                 scalings (as released: m_iwae over all C*K samples);
+    marginal[d]: log p(x_d), the same samples, unscaled p(x_d|z);
+    cross[e][d]: log p(x_d), proposal q(z|x_e), unscaled.
 
-    The samples are drawn in the order of MMVAE.forward (q_0, then q_1, ...), so
-    with the same seed `joint` equals objectives.m_iwae per item. Each decoded
-    tensor is reduced to (K, B) at once, so memory holds one decoding at a time.
+    The joint posterior's components are drawn first, in order, so with the same seed `joint` equals
+    objectives.m_iwae per item. A component that is also a single-modality posterior (each expert of a
+    mixture of experts) is drawn and decoded once, for both uses, as in the released code.
     """
     M = len(model.vaes)
-    pz = model.pz(*model.pz_params)
-    qs = [vae.qz_x(*vae.enc(x)) for vae, x in zip(model.vaes, xs, strict=True)]
-    zss = [q.rsample(torch.Size([K])) for q in qs]
-    lpz = [pz.log_prob(zs).sum(-1) for zs in zss]
-    lq = [[q.log_prob(zs).sum(-1) for q in qs] for zs in zss]  # lq[e][m] = log q_m(z_e)
-    lq_mix = [log_mean_exp(torch.stack(row)) for row in lq]  # log (1/M) sum_m q_m(z_e)
-    # lpx[e][d]: unscaled log p(x_d | z_e)
-    lpx = [[_log_px(vae.decode(zs), x) for vae, x in zip(model.vaes, xs, strict=True)] for zs in zss]
-    scale = [vae.llik_scaling for vae in model.vaes]
-    joint = log_mean_exp(torch.cat([lpz[e] + sum(s * lp for s, lp in zip(scale, lpx[e], strict=True)) - lq_mix[e]
-                                    for e in range(M)]))
-    marginal = [log_mean_exp(torch.cat([lpz[e] + lpx[e][d] - lq_mix[e] for e in range(M)]))
-                for d in range(M)]
-    cross = [[log_mean_exp(lpz[e] + lpx[e][d] - lq[e][e]) for d in range(M)] for e in range(M)]
-    return {'joint': joint, 'marginal': marginal, 'cross': cross}
+    experts = model.experts(xs)
+    joint = model.posterior(experts=experts)
+    singles = [model.posterior(subset=[e], experts=experts) for e in range(M)]
+    lpz, lpx, drawn = {}, {}, {}  # by component: log p(z), unscaled log p(x_d|z) for every d, samples
+    for c in joint.components + [c for q in singles for c in q.components]:
+        if id(c) not in drawn:
+            drawn[id(c)] = zs = model.rsample(c, K)
+            lpz[id(c)] = model.prior().log_prob(zs).sum(-1)
+            lpx[id(c)] = [_log_px(vae.decode(zs), x) for vae, x in zip(model.vaes, xs, strict=True)]
+
+    def estimate(q, d=None):
+        """log-mean-exp over all samples of q's components; d None: all modalities, scaled."""
+        lws = []
+        for c in q.components:
+            lp = lpx[id(c)]
+            like = sum(v.llik_scaling * lp[m] for m, v in enumerate(model.vaes)) if d is None else lp[d]
+            lws.append(lpz[id(c)] + like - q.log_prob(drawn[id(c)]))
+        return log_mean_exp(torch.cat(lws))
+
+    return {'joint': estimate(joint), 'marginal': [estimate(joint, d) for d in range(M)],
+            'cross': [[estimate(singles[e], d) for d in range(M)] for e in range(M)]}
 
 
 # ---------------------------------------------------------------- latent accuracy
 
 @torch.no_grad()
-def posterior_params(vae, x, batch_size=1024):
-    """Encoder outputs of all rows of x (uint8 images are scaled to [0, 1]), batched: the parameters of q(z|x)."""
-    outs = [vae.enc(to_model_input(xb)) for xb in x.split(batch_size)]
-    return [torch.cat(p) for p in zip(*outs, strict=True)]
+def posterior_params(posterior, x, batch_size=1024):
+    """(family, loc, scale) of posterior(x) = q(z|x) for all rows of x (uint8 images are scaled to [0, 1]),
+    batched."""
+    qs = [posterior(to_model_input(xb)) for xb in x.split(batch_size)]
+    return type(qs[0]), torch.cat([q.loc for q in qs]), torch.cat([q.scale for q in qs])
 
 
-def latent_accuracy(vae, x_train, y_train, x_test, y_test, epochs, batch_size=256, seed=0, lr=1e-3,
+def latent_accuracy(posterior, x_train, y_train, x_test, y_test, epochs, batch_size=256, seed=0, lr=1e-3,
                     train_rows=None, test_rows=None):
     """Test accuracy (%) of a linear classifier D -> 10 trained (Adam, cross-entropy) on
-    reparameterised latent samples z ~ q(z|x): a fresh sample per item per epoch, items in a
+    reparameterised latent samples z ~ q(z|x) = posterior(x) (a modality's posterior under its model's
+    joint rule, e.g. model.unimodal_posterior): a fresh sample per item per epoch, items in a
     fresh random order each epoch, the last partial batch included; tested on one sample per
     test item. Returns (accuracy, classifier).
 
@@ -119,7 +130,8 @@ def latent_accuracy(vae, x_train, y_train, x_test, y_test, epochs, batch_size=25
         raise ValueError('latent_accuracy: one label per item')
     (used_train, train_rows), (used_test, test_rows) = train_rows.unique(return_inverse=True), \
         test_rows.unique(return_inverse=True)  # encode only the images that some item uses
-    p_train, p_test = posterior_params(vae, x_train[used_train]), posterior_params(vae, x_test[used_test])
+    (family, *p_train), (_, *p_test) = (posterior_params(posterior, x_train[used_train]),
+                                        posterior_params(posterior, x_test[used_test]))
     with fork_rng(dev):
         torch.manual_seed(seed)
         clf = nn.Linear(p_train[0].size(-1), 10).to(dev)
@@ -127,12 +139,12 @@ def latent_accuracy(vae, x_train, y_train, x_test, y_test, epochs, batch_size=25
         for _ in range(epochs):
             for idx in torch.randperm(len(y_train), generator=gen).to(dev).split(batch_size):
                 with torch.no_grad():
-                    z = vae.qz_x(*[p[train_rows[idx]] for p in p_train]).rsample()
+                    z = family(*[p[train_rows[idx]] for p in p_train]).rsample()
                 opt.zero_grad(set_to_none=True)
                 F.cross_entropy(clf(z), y_train[idx]).backward()
                 opt.step()
         with torch.no_grad():
-            acc = 100.0 * accuracy(clf(vae.qz_x(*[p[test_rows] for p in p_test]).rsample()), y_test)
+            acc = 100.0 * accuracy(clf(family(*[p[test_rows] for p in p_test]).rsample()), y_test)
     return acc, clf
 
 

@@ -8,10 +8,10 @@ import time
 
 from src.cli import build_parser, check_dir, with_vocab_size
 from src.distributed import default_device
-from src.errors import UserError
+from src.errors import UserError, report
 from src.files import load_torch, save_json
 from src.models import MODELS
-from src.rundir import read_run
+from src.rundir import LogFile, read_run
 from src.tracking import log_analysis
 
 
@@ -68,7 +68,7 @@ def analysis_logger(save_dir, name):
     log.handlers.clear()
     log.propagate = False
     log.setLevel(logging.INFO)
-    for h in (logging.StreamHandler(sys.stdout), logging.FileHandler(os.path.join(save_dir, f'{name}.log'), mode='w')):
+    for h in (logging.StreamHandler(sys.stdout), LogFile(os.path.join(save_dir, f'{name}.log'), mode='w')):
         h.setFormatter(logging.Formatter('%(message)s'))
         log.addHandler(h)
     return log
@@ -86,9 +86,9 @@ def save_results(out, save_dir, name, t0, log):
 
 
 def run_script(main):
-    """Call main(); a UserError becomes `error: ...` on stderr and exit status 2."""
+    """Call main(); a UserError, or an OSError that is a fault of the machine (a full disk), becomes
+    `error: ...` on stderr and exit status 2."""
     try:
         main()
-    except UserError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+    except Exception as e:
+        sys.exit(report(e))
