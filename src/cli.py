@@ -111,8 +111,9 @@ def add_model_flags(g):
                         "docs/baselines.md)")
     g.add_argument('--K', type=int, default=20, help='number of importance samples (iwae, dreg)')
     g.add_argument('--looser', action='store_true',
-                   help='multimodal iwae/dreg: the looser bound (mean over modalities of per-modality bounds); no '
-                        'effect on elbo')
+                   help="multimodal iwae/dreg: the looser bound (the mean over the joint posterior's components, "
+                        "the modalities' for MMVAE, of their own bounds); no effect on elbo nor on a product of "
+                        "experts")
     g.add_argument('--llik_scaling', '--llik-scaling', type=float, default=0.,
                    help='likelihood scaling of the first modality of a multimodal model; 0 = the default (mnist_svhn: '
                         '3072/784, cmnist_oscn: 3072/2352, cubIS: 32/12288, cubISft: 32/2048)')

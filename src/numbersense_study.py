@@ -25,8 +25,11 @@ with the flags --print-commands shows as a main.py command), trained into
 (src/report/numbersense/analyse.py -> numbersense.json in the run). The study
 resumes: a finished run (all epochs in losses.json) is not trained again, an
 unfinished one continues from its last checkpoint (main.py --resume), an
-analysis of the final epoch by the current analysis version is not redone; a
-run directory trained with other flags than the study's is an error.
+analysis of the final epoch with the requested settings (analysis version,
+classifier epochs, map, item counts, data) is not redone, one made with other
+settings is redone; a run directory trained with other flags than the study's
+is an error. Budgets are logged and summarised in optimiser steps, with their
+share of the protocol's steps (src/report/numbersense/budget.py).
 """
 import argparse
 import logging
@@ -208,19 +211,52 @@ def run_state(opts, cond, seed):
     return 'finished' if done >= opts.epochs else 'partial'
 
 
-def analysed(run):
-    """True if run/numbersense.json analysed the run's current epochs with the current analysis version."""
-    from src.report.numbersense.analyse import ANALYSIS_VERSION
+def trained_epochs(run):
+    path = os.path.join(run, 'losses.json')
+    return len(load_json(path, 'losses file').get('train', [])) if os.path.isfile(path) else 0
+
+
+def requested_settings(opts, cond, seed):
+    """The analysis settings this study asks for run (condition, seed) (analyse.analysis_settings)."""
+    from src.report.numbersense.analyse import SILHOUETTE_POINTS, analysis_settings
+    return analysis_settings(opts.protocol, opts.map, opts.map_points, SILHOUETTE_POINTS, opts.classifier_epochs,
+                             seed, expected_flags(train_argv(opts, cond, seed)))
+
+
+def analysis_state(opts, cond, seed):
+    """('missing', []), ('stale', [differences]) or ('current', []) of the run's numbersense.json."""
+    from src.report.numbersense.analyse import settings_differences
+    run = run_dir(opts, cond, seed)
     path = os.path.join(run, 'numbersense.json')
     if not os.path.isfile(path):
-        return False
-    epochs = len(load_json(os.path.join(run, 'losses.json'), 'losses file').get('train', []))
-    res = load_json(path, 'number-sense analysis file')
-    return res.get('epochs') == epochs and res.get('analysis_version') == ANALYSIS_VERSION
+        return 'missing', []
+    diff = settings_differences(load_json(path, 'number-sense analysis file'), requested_settings(opts, cond, seed),
+                                trained_epochs(run))
+    return ('stale', diff) if diff else ('current', [])
 
 
-def finished_and_analysed(opts, cond, seed):
-    return run_state(opts, cond, seed) == 'finished' and analysed(run_dir(opts, cond, seed))
+def budget(opts, cond, seed):
+    from src.report.numbersense.budget import run_budget
+    run = run_dir(opts, cond, seed)
+    return run_budget(run, trained_epochs(run), cond, PROTOCOLS[opts.protocol])
+
+
+def log_budget(opts, cond, seed):
+    from src.report.numbersense.budget import budget_text
+    log.info(f'[{cond} seed {seed}] trained: {budget_text(budget(opts, cond, seed), opts.offline)}')
+
+
+def run_records(opts):
+    """Each (condition, seed) of the study: its directory, training state, analysis state and budget."""
+    out = []
+    for cond in opts.conditions:
+        for seed in opts.seed_list:
+            state = run_state(opts, cond, seed)
+            analysis, diff = analysis_state(opts, cond, seed) if state == 'finished' else ('missing', [])
+            out.append({'condition': cond, 'seed': seed, 'path': run_dir(opts, cond, seed), 'training': state,
+                        'analysis': analysis, 'differences': diff,
+                        'budget': budget(opts, cond, seed) if state == 'finished' else None})
+    return out
 
 
 def training_description(opts):
@@ -279,12 +315,16 @@ def do_job(opts, cond, seed):
         log.info(f'[{cond} seed {seed}] finished run {run}: not trained again')
     else:
         train(opts, cond, seed, resume=state == 'partial')
+    log_budget(opts, cond, seed)
     if opts.train_only:
         return run
-    if analysed(run):
-        log.info(f'[{cond} seed {seed}] already analysed: {os.path.join(run, "numbersense.json")}')
-    else:
-        analyse(opts, run)
+    analysis, diff = analysis_state(opts, cond, seed)
+    if analysis == 'current':
+        log.info(f'[{cond} seed {seed}] already analysed with these settings: {os.path.join(run, "numbersense.json")}')
+        return run
+    if analysis == 'stale':
+        log.info(f'[{cond} seed {seed}] analysed with other settings ({"; ".join(diff)}): analysing again')
+    analyse(opts, run)
     return run
 
 
@@ -344,6 +384,16 @@ def setup_log(study_dir):
         log.addHandler(h)
 
 
+def protocol_budget_text(opts):
+    from src.report.numbersense.budget import protocol_steps
+    protocol = PROTOCOLS[opts.protocol]
+    steps = ', '.join(f'{c} {protocol_steps(c, protocol)[1]:,}' for c in opts.conditions)
+    data = 'the offline data (OFFLINE DATA)' if opts.offline else 'the real data'
+    return (f'budget: --epochs {opts.epochs} of {data}, batch {opts.batch_size}; the protocol: {protocol["epochs"]} '
+            f'epochs of the real data, batch {protocol["batch_size"]}: {steps} steps per run. Each run\'s steps '
+            'and share of these are logged after its training and summarised.')
+
+
 def deviation_text(opts):
     return ', '.join(f"--{k.replace('_', '-')} {d['value']} (protocol: {d['protocol']})"
                      for k, d in opts.deviations.items())
@@ -363,6 +413,7 @@ def main(argv=None):
              f'{shlex.join(study_argv(opts))}' + (' (OFFLINE DATA)' if opts.offline else ''))
     if opts.deviations:
         log.info(f'deviations from protocol {opts.protocol}: {deviation_text(opts)}')
+    log.info(protocol_budget_text(opts))
     if opts.prepare:
         prepare(opts)
         return
@@ -375,7 +426,8 @@ def main(argv=None):
                 do_job(opts, cond, seed)
     if not opts.train_only:
         from src.report.numbersense.summary import aggregate
-        aggregate(opts, log)
+        aggregate(opts, log, run_records(opts), training=training_description(opts), deviations=deviation_text(opts),
+                  study_flags=study_argv(opts))
 
 
 if __name__ == '__main__':

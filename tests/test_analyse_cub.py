@@ -158,6 +158,22 @@ def test_analyse_cubISft_reuse_and_untrained(runs, data_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize('joint', ['poe', 'mopoe'])
+def test_other_joint_posteriors(runs, data_dir, tmp_path, joint):
+    """MVAE and MoPoE runs of cubISft train and get the four scores (the metric reused from the MMVAE
+    run's analysis: the same ground truth, which does not depend on the model)."""
+    first = analyse(runs['cubISft'])
+    out = str(tmp_path / joint)
+    assert main_module.main(['--model', 'cubISft', '--joint-posterior', joint, '--data-dir', data_dir, '--out-dir',
+                             out, *TRAIN]) == 0
+    (run,) = glob.glob(os.path.join(out, f'cubISft_{joint}', '*'))
+    got = analyse(run, '--reuse-embeddings')
+    assert got['joint_posterior'] == joint and got['reused_embeddings']
+    assert got['scores']['ground_truth'] == pytest.approx(first['scores']['ground_truth'], abs=1e-9)
+    assert {k: v['n'] for k, v in got['scores'].items()} == {k: v['n'] for k, v in first['scores'].items()}
+
+
+@pytest.mark.slow
 def test_analyse_script_forms_and_errors(runs, tmp_path):
     """Runs as `python src/report/analyse_cub.py` and as a module; bad input is one clear error."""
     env = dict(os.environ, PYTHONPATH=ROOT)

@@ -15,6 +15,7 @@ from src.files import save_json, save_torch
 from src.models import MODELS
 from src.report import analyse_ms, calculate_likelihoods
 from src.report import classifiers as C
+from src.report import metrics as Mx
 from src.report.runs import load_run
 
 
@@ -151,6 +152,32 @@ def test_classifiers_use_the_paired_sets_and_record_the_budget(ms_run, offline_d
         assert info['test_accuracy'] == pytest.approx(100.0 * (pred == test.labels['digit']).float().mean().item())
         train = C.modality_items(paired['train'], m, '').subset(300)
         assert info['data'] == C.fingerprint(train.images, train.rows, train.labels)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('joint', ['poe', 'mopoe'])
+def test_other_joint_posteriors_encode_with_their_own_unimodal_posterior(offline_data_dir, tmp_path, joint):
+    """The latent classifier of each modality trains on samples of that modality's posterior under the run's
+    rule: for MVAE the expert times the prior expert (written out here), for MoPoE the expert alone."""
+    run = fake_run(tmp_path, offline_data_dir, 'mnist_svhn', '--pair-multiplier', '1', '--joint-posterior', joint)
+    out = analyse_ms.main(['--save-dir', run, '--latent-epochs', '1', '--classifier-epochs', '1',
+                           '--train-items', '300', '--max-items', '100', '--joint-samples', '200'])
+    assert out['joint_posterior'] == joint and set(out['cross_coherence']) == {'mnist->svhn', 'svhn->mnist'}
+    args, model = load_run(run)
+    paired = {s: load_data('mnist_svhn', args, s) for s in ('train', 'test')}
+    prior_scale = model.pz_params[1]
+    for m, vae in enumerate(model.vaes):
+        def posterior(x, vae=vae):
+            loc, scale = vae.enc(x)
+            if joint == 'mopoe':
+                return torch.distributions.Normal(loc, scale)
+            precision = scale ** -2 + prior_scale ** -2  # the prior expert N(0, s_p^2)
+            return torch.distributions.Normal(loc * scale ** -2 / precision, precision.rsqrt())
+        train = C.modality_items(paired['train'], m, '').subset(300)
+        test = C.modality_items(paired['test'], m, '')
+        acc, _ = Mx.latent_accuracy(posterior, train.images, train.labels, test.images, test.labels, 1, 256,
+                                    seed=args.seed, train_rows=train.rows, test_rows=test.rows)
+        assert out['latent_accuracy'][vae.name] == pytest.approx(acc, abs=1e-9)
 
 
 @pytest.mark.slow

@@ -8,13 +8,13 @@ import math
 import pytest
 import torch
 import torch.distributions as dist
-import torch.nn as nn
 
 from src import objectives as O
 from src.models.joint import JOINTS
 from src.models.multimodal import MultimodalVAE
 from src.models.posteriors import Mixture, product_of_experts
 from src.models.vae import VAE, softmax_scale
+from tests.tiny import Dec, Enc
 
 D, X = 2, 5  # latent and data dimension
 
@@ -110,30 +110,11 @@ def test_mixture_density_and_draws():
 
 # ---------------------------------------------------------------- objectives on a tiny model, fixed noise
 
-class Enc(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(X, 2 * D)
-
-    def forward(self, x):
-        h = self.lin(x)
-        return h[..., :D], nn.functional.softplus(h[..., D:]) + 0.5
-
-
-class Dec(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.lin = nn.Linear(D, X)
-
-    def forward(self, z):
-        return torch.sigmoid(self.lin(z)), torch.tensor(0.75)
-
-
 class Part(VAE):
     name, data_size = 'part', (X,)
 
     def __init__(self, params):
-        super().__init__(dist.Laplace, dist.Laplace, dist.Laplace, Enc(), Dec(), params)
+        super().__init__(dist.Laplace, dist.Laplace, dist.Laplace, Enc(X, D), Dec(X, D), params)
 
 
 class Pair(MultimodalVAE):

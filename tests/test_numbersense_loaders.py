@@ -105,6 +105,21 @@ def test_oscn_cache_for_other_labels_is_rebuilt(tmp_path):
     assert np.array_equal(count_objects(images.numpy()), [1, 2, 3])
 
 
+def test_pairing_cache_for_other_labels_is_rebuilt(tmp_path, monkeypatch):
+    """Same sizes, seed and file name, other labels: the cached pairs are not served."""
+    import src.data.digits as digits
+    a, b = torch.tensor([0, 0, 1, 1, 2, 2]), torch.tensor([0, 1, 0, 1, 2, 2])
+    ia, ja = digits.paired_indices('x', a, a, 2, str(tmp_path), 'train')
+    assert torch.equal(a[ia], a[ja])
+    assert not torch.equal(b[ia], b[ja])  # the old pairs would pair different labels of b
+    ib, jb = digits.paired_indices('x', b, b, 2, str(tmp_path), 'train')
+    assert torch.equal(b[ib], b[jb]) and len(ib) == 2 * len(b)
+    cached = torch.load(tmp_path / 'pairs' / 'x_train_dm2.pt')
+    assert cached['labels_sha256'] == digits.labels_key(b, b) != digits.labels_key(a, a)
+    monkeypatch.setattr(digits, 'pair_by_label', None)  # now served from the cache, not drawn again
+    assert torch.equal(digits.paired_indices('x', b, b, 2, str(tmp_path), 'train')[0], ib)
+
+
 def test_pairs(data_dir):
     a = args(data_dir, pm=2)
     cm = load_data('cmnist', a, 'train')

@@ -8,12 +8,14 @@ import shlex
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 import torch
 
 import src.numbersense_study as study
 from src.cli import parse_args
 from src.errors import UserError
+from src.report.numbersense.authors_stats import named_tests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GROUPS = ['cmnist VAE', 'MMVAE cmnist enc.', 'oscn VAE', 'MMVAE oscn enc.']
@@ -155,17 +157,35 @@ def test_study_end_to_end(finished_study):
             assert stats['n'] == 2 and sorted(seed for seed, _ in stats['values']) == [0, 1]
             assert stats['mean'] == pytest.approx(sum(v for _, v in stats['values']) / 2)
     assert 'silhouette_shape' not in summary['groups']['cmnist VAE']
-    cmp_ = summary['mmvae_vs_vae']['cmnist']['magnitude_abs_r']
+    # The authors' family: their columns, calls and per-seed inputs; MMVAE minus VAE.
+    cmp_ = summary['authors']['mmvae_vs_vae']['cmnist']['magnitude_avg']
     mm_vals = [v for _, v in summary['groups']['MMVAE cmnist enc.']['magnitude_abs_r']['values']]
-    assert cmp_['mmvae'] == pytest.approx(sum(mm_vals) / 2) and cmp_['welch']['n'] == [2, 2]
-    assert cmp_['anova']['df'] == [1, 2] and 'p_holm' in cmp_['welch']
-    assert set(summary['vs_chance']) == set(GROUPS)
-    assert set(summary['magnitude_transforms_rm']) == {'MMVAE cmnist enc.', 'MMVAE oscn enc.'}
-    assert 'silhouette_number' in summary['ours_mmvae_encoders_paired']
+    assert cmp_['means']['MMVAE_CMNIST_OSCN'] == pytest.approx(sum(mm_vals) / 2)
+    assert cmp_['welch']['inputs']['MMVAE_CMNIST_OSCN'] == summary['groups']['MMVAE cmnist enc.']['magnitude_abs_r'][
+        'values'] and cmp_['welch']['n'] == [2, 2] and 'equal_var=False' in cmp_['welch']['call']
+    assert cmp_['f_oneway']['df'] == [1, 2] and cmp_['anova_lm']['df'] == [1, 2] and 'p_holm' not in cmp_['welch']
+    assert set(summary['authors']['vs_chance']) == set(GROUPS)
+    assert set(summary['authors']['transforms_rm']) == {'MMVAE cmnist enc.', 'MMVAE oscn enc.'}
+    assert summary['authors']['transforms_rm']['MMVAE oscn enc.']['df'] == [3, 3]  # 4 columns, 2 seeds
+    fam = list(named_tests(summary['authors']))
+    assert len(fam) == 36 and [x['name'] for x in summary['ours']['authors_holm']] == [
+        n for n, t in fam if t['p'] is not None]
+    assert 'silhouette_number' in summary['ours']['mmvae_encoders_paired']
+    assert summary['stale'] == [] and {r['analysis'] for r in summary['runs']} == {'current'}
+    # Budgets in steps, from the runs' metrics.csv.
+    for cond, b in summary['budget'].items():
+        steps = int(open(os.path.join(s, cond, 'seed000', 'metrics.csv')).read().split()[-1].split(',')[1])
+        assert b['steps'] == steps and b['epochs'] == 1
+        assert b['fraction_of_protocol_steps'] == pytest.approx(steps / (50 * (1875 if cond == 'cmnist_oscn' else 938)))
+    frame = pd.read_csv(os.path.join(s, 'synthesized.csv'))
+    assert len(frame) == 8 and set(frame.model_name) == {'VAE_CMNIST', 'VAE_OSCN', 'MMVAE_CMNIST_OSCN'}
     assert os.path.getsize(os.path.join(s, 'summary.png')) > 0
     assert os.path.getsize(os.path.join(s, 'magnitude_vs_silhouette.png')) > 0
     md = open(os.path.join(s, 'summary.md')).read()
-    assert '## MMVAE encoder vs unimodal VAE' in md and 'OFFLINE DATA' in md and '| oscn VAE |' in md
+    assert "## The authors' tests" in md and "## Ours (not in the authors' family)" in md
+    assert md.index("## The authors' tests") < md.index('## Ours') and 'OFFLINE DATA' in md and '| oscn VAE |' in md
+    assert '## Training budget (optimiser steps)' in md
+    assert 'steps (1 epochs of the offline data;' in open(os.path.join(s, 'study.log')).read()
     assert 'Deviations from protocol noda2024: ' in md and '--epochs 1 (protocol: 50)' in md
     assert '/tmp' not in md.splitlines()[0]  # titled with the study's name, never a temporary path
 
@@ -218,3 +238,9 @@ def test_prepare_and_stats_only(finished_study, tiny_data, tmp_path):
         per_run = [[seed, json.load(open(os.path.join(finished_study, cond, f'seed{seed:03d}', 'numbersense.json')))
                     ['encoders'][enc]['summary']['magnitude_abs_r']] for seed in (0, 1)]
         assert after['groups'][g]['magnitude_abs_r']['values'] == per_run
+    # Other analysis settings: --stats-only analyses nothing, leaves those runs out and names them.
+    study.main(flags(finished_study, tiny_data) + ['--stats-only', '--conditions', 'oscn', '--classifier-epochs', '2'])
+    stale = json.load(open(os.path.join(finished_study, 'summary.json')))
+    assert stale['n_runs'] == 0 and [x['run'] for x in stale['stale']] == ['oscn:0', 'oscn:1']
+    assert stale['stale'][0]['differences'] == ['classifier_epochs: 1 (requested 2)']
+    assert 'oscn:1: classifier_epochs: 1 (requested 2)' in open(os.path.join(finished_study, 'summary.md')).read()

@@ -123,3 +123,95 @@ def test_one_sample_known_values():
     assert r['t'] == pytest.approx((0.3 - 1 / 9) / (0.1 / math.sqrt(3)))
     assert r['d'] == pytest.approx((0.3 - 1 / 9) / 0.1) and r['df'] == 2
     assert stats.one_sample([0.5, 0.5, 0.5], 1 / 9)['p'] is None
+
+
+# ---------------------------------------------------------------- OLS ANOVA, sphericity, pairwise comparisons
+
+def test_ols_anova_against_statsmodels_and_f_oneway():
+    import pandas as pd
+    import statsmodels.api as sm
+    from statsmodels.formula.api import ols
+    r = stats.ols_anova({'a': X, 'b': Y, 'c': [0.2, None, 0.3, 0.25]})
+    frame = pd.DataFrame({'g': ['a'] * 5 + ['b'] * 4 + ['c'] * 3, 'v': X + Y + [0.2, 0.3, 0.25]})
+    ref = sm.stats.anova_lm(ols('v ~ C(g)', data=frame).fit(), typ=2)
+    assert r['F'] == pytest.approx(ref.loc['C(g)', 'F']) and r['p'] == pytest.approx(ref.loc['C(g)', 'PR(>F)'])
+    assert r['df'] == [2, 9] and r['sum_sq'] == pytest.approx(list(ref['sum_sq']))
+    assert r['F'] == pytest.approx(sps.f_oneway(X, Y, [0.2, 0.3, 0.25]).statistic)  # one-way: the same F
+    assert stats.ols_anova({'a': [1.0, 1.0], 'b': [2.0, 2.0]})['F'] is None  # no residual variance
+
+
+RM = {'a': [0.8, 0.7, 0.9, 0.6, 0.5], 'b': [0.7, 0.5, 0.8, 0.6, 0.4], 'c': [0.4, 0.5, 0.6, 0.3, 0.35],
+      'd': [0.3, 0.2, 0.5, 0.3, 0.1]}
+
+
+def _contrast_cov(values):
+    """Covariance of k - 1 orthonormal contrasts of the levels (Helmert), subjects as rows."""
+    m = np.array([values[k] for k in values]).T
+    k = m.shape[1]
+    c = np.zeros((k - 1, k))
+    for i in range(1, k):
+        c[i - 1, :i], c[i - 1, i] = 1, -i
+    c /= np.linalg.norm(c, axis=1, keepdims=True)
+    return np.cov(m @ c.T, rowvar=False), m.shape[0], k
+
+
+def test_sphericity_against_mauchly_and_greenhouse_geisser_formulas():
+    s, n, k = _contrast_cov(RM)
+    p = k - 1
+    w = np.linalg.det(s) / (np.trace(s) / p) ** p
+    chi2 = -(1 - (2 * p ** 2 + p + 2) / (6 * p * (n - 1))) * (n - 1) * np.log(w)  # Box's factor
+    r = stats.sphericity(RM)
+    assert r['W'] == pytest.approx(w) and r['chi2'] == pytest.approx(chi2) and r['df'] == p * (p + 1) // 2 - 1
+    # p with Box's second-order term, written out as in anovakun (Anderson 2003, d = k - 1 throughout).
+    f = 1 - (2 * p ** 2 + p + 2) / (6 * p * (n - 1))
+    w2 = (p + 2) * (p - 1) * (p - 2) * (2 * p ** 3 + 6 * p ** 2 + 3 * p + 2) / (288 * p ** 2 * (n - 1) ** 2 * f ** 2)
+    assert r['p'] == pytest.approx(sps.chi2.sf(chi2, 5) + w2 * (sps.chi2.sf(chi2, 9) - sps.chi2.sf(chi2, 5)))
+    assert r['p'] == pytest.approx(r['p_pingouin'], abs=2e-3) and r['p'] != r['p_pingouin']
+    assert r['eps_gg'] == pytest.approx(np.trace(s) ** 2 / (p * np.trace(s @ s)))
+    # Fewer subjects than levels: W is 0 by construction, the test is not reported; epsilon still is.
+    few = stats.sphericity({lv: v[:3] for lv, v in RM.items()})
+    assert few['W'] is None and few['p'] is None and 'at least 4 subjects' in few['note']
+    s3, _, _ = _contrast_cov({lv: v[:3] for lv, v in RM.items()})
+    assert few['eps_gg'] == pytest.approx(np.trace(s3) ** 2 / (p * np.trace(s3 @ s3)))
+
+
+def test_anova_rm_gg_corrects_the_degrees_of_freedom():
+    plain, gg = stats.anova_rm(RM), stats.anova_rm_gg(RM)
+    eps = stats.sphericity(RM)['eps_gg']
+    assert gg['F'] == pytest.approx(plain['F']) and gg['eps_gg'] == pytest.approx(eps)
+    assert gg['df'] == pytest.approx([3 * eps, 12 * eps])
+    assert gg['p'] == pytest.approx(sps.f.sf(plain['F'], 3 * eps, 12 * eps)) and gg['p'] > plain['p']
+    import warnings
+
+    import pandas as pd
+    import pingouin as pg
+    with warnings.catch_warnings():  # pingouin's own use of a keyword pandas deprecates
+        warnings.simplefilter('ignore')
+        ref = pg.rm_anova(pd.DataFrame(RM), correction=True).iloc[0]  # pingouin's own corrected p
+    assert gg['p'] == pytest.approx(ref['p_GG_corr']) and gg['F'] == pytest.approx(ref['F'])
+    two = stats.anova_rm_gg({lv: v[:2] for lv, v in RM.items()})  # 2 subjects: still defined
+    assert two['p'] is not None and two['df'][0] == pytest.approx(3 * two['eps_gg'])
+
+
+def test_shaffer_multipliers_match_his_table():
+    # Shaffer (1986): the maximum numbers of true hypotheses, step by step, for 3, 4 and 5 means.
+    assert stats.shaffer_multipliers(3) == [3, 1, 1]
+    assert stats.shaffer_multipliers(4) == [6, 3, 3, 3, 2, 1]
+    assert stats.shaffer_multipliers(5) == [10, 6, 6, 6, 6, 4, 4, 3, 2, 1]
+
+
+def test_pairwise_paired_with_shaffer_adjustment():
+    rows = stats.pairwise_paired(RM)
+    assert [r['levels'] for r in rows] == [['a', 'b'], ['a', 'c'], ['a', 'd'], ['b', 'c'], ['b', 'd'], ['c', 'd']]
+    for r in rows:
+        ref = sps.ttest_rel(RM[r['levels'][0]], RM[r['levels'][1]])
+        assert (r['t'], r['p'], r['df']) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue), 4)
+        a, b = (RM[lv] for lv in r['levels'])
+        assert r['t'] > 0 and r['difference'] == pytest.approx(np.mean(a) - np.mean(b))
+    ps = sorted(r['p'] for r in rows)
+    adj, running = [], 0
+    for p, m in zip(ps, [6, 3, 3, 3, 2, 1], strict=True):
+        running = max(running, min(1, p * m))
+        adj.append(running)
+    assert sorted(r['p_shaffer'] for r in rows) == pytest.approx(adj)
+    assert min(rows, key=lambda r: r['p'])['p_shaffer'] == pytest.approx(6 * ps[0])

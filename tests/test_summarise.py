@@ -73,3 +73,26 @@ def test_bad_inputs(tmp_path):
     (d / 'args.json').write_text(json.dumps({'flags': {'model': 'mnist'}}))
     with pytest.raises(UserError, match='no analysis results yet'):
         summarise.main([str(d)])
+
+
+def test_groups_side_by_side(tmp_path, capsys):
+    """--by joint-posterior: each group's mean and 95 % t interval, as scipy gives them; the seeds that
+    differ within a group are named; a flag no run has is an error."""
+    acc = {'moe': [91.0, 93.5, 90.25], 'poe': [80.0, 84.0]}
+    for g, values in acc.items():
+        for s, a in enumerate(values):
+            fake_run(tmp_path / 'runs', f'{g}{s}', s, a, 40.0, extra_flag={'joint_posterior': g})
+    groups = summarise.main([str(tmp_path / 'runs'), '--by', 'joint-posterior', '--out', str(tmp_path / 'out')])
+    assert list(groups) == ['moe', 'poe'] and [len(groups[g]['runs']) for g in groups] == [3, 2]
+    for g, values in acc.items():
+        r = {r['metric']: r for r in groups[g]['metrics']}['analyse_ms/latent_accuracy/mnist']
+        lo, hi = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+        assert r['mean'] == pytest.approx(np.mean(values))
+        assert (r['ci95_low'], r['ci95_high']) == pytest.approx((lo, hi))
+    out = capsys.readouterr().out
+    assert '| metric | moe | poe |' in out
+    assert f"| analyse_ms/latent_accuracy/mnist | {np.mean(acc['moe']):.4g} [" in out
+    assert '- moe: flags that differ within the group: `--seed` 0, 1, 2' in out
+    assert json.load(open(tmp_path / 'out' / 'summary.json'))['by'] == 'joint_posterior'
+    with pytest.raises(UserError, match='none of the runs has that flag'):
+        summarise.main([str(tmp_path / 'runs'), '--by', 'no-such-flag'])

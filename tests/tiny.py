@@ -1,7 +1,7 @@
-"""Tiny models and data for the fast tier: a modality of 5-d vectors with one linear layer each way, a pair of
-two of them, their datasets, and fixed-noise variants (every posterior sample z = loc + scale * eps_k, eps
-drawn once per model: the objectives become deterministic functions of the parameters, and hand computations
-see the same samples).
+"""Tiny models and data for the fast tier: the by-hand networks (Enc, Dec: one linear layer each way), a
+modality of 5-d vectors made of them, a pair of two of them, their datasets, and fixed-noise variants (every
+posterior sample z = loc + scale * eps_k, eps drawn once per model: the objectives become deterministic
+functions of the parameters, and hand computations see the same samples).
 
 `registered()` adds the models ('tiny', 'tiny_pair', 'tiny_fixed', 'tiny_pair_fixed') and their datasets to
 the registries for a test module, so that main.py and src/train.py run them end to end in a fraction of a
@@ -29,10 +29,12 @@ def params(latent_dim=3, joint='moe'):
 
 
 class Enc(nn.Module):
-    def __init__(self, latent_dim):
+    """x (..., X) -> (loc, scale = softplus + 0.5), each (..., D)."""
+
+    def __init__(self, X, D):
         super().__init__()
-        self.lin = nn.Linear(X, 2 * latent_dim)
-        self.D = latent_dim
+        self.D = D
+        self.lin = nn.Linear(X, 2 * D)
 
     def forward(self, x):
         h = self.lin(x)
@@ -40,9 +42,11 @@ class Enc(nn.Module):
 
 
 class Dec(nn.Module):
-    def __init__(self, latent_dim):
+    """z (..., D) -> (mean = sigmoid of a linear map (..., X), scale 0.75 in z's dtype)."""
+
+    def __init__(self, X, D):
         super().__init__()
-        self.lin = nn.Linear(latent_dim, X)
+        self.lin = nn.Linear(D, X)
 
     def forward(self, z):
         return torch.sigmoid(self.lin(z)), torch.tensor(0.75, dtype=z.dtype)
@@ -53,8 +57,8 @@ class Tiny(VAE):
     name, dataset, data_size, modality = 'tiny', 'tiny', (X,), 'feature'
 
     def __init__(self, params):
-        super().__init__(dist.Laplace, dist.Laplace, dist.Laplace, Enc(params.latent_dim), Dec(params.latent_dim),
-                         params)
+        super().__init__(dist.Laplace, dist.Laplace, dist.Laplace, Enc(X, params.latent_dim),
+                         Dec(X, params.latent_dim), params)
 
 
 class TinyPair(MultimodalVAE):

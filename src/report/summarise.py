@@ -1,6 +1,6 @@
 """Summarise many runs (one configuration, several seeds) in one table.
 
-    python src/report/summarise.py RUN_OR_DIR [RUN_OR_DIR ...] [--out DIR]
+    python src/report/summarise.py RUN_OR_DIR [RUN_OR_DIR ...] [--out DIR] [--by FLAG]
 
 Each argument is a run directory or a directory searched for run directories
 (any folder holding args.json). For every number in the runs' analysis
@@ -10,7 +10,9 @@ number of runs, the mean, the sample standard deviation and the 95 %
 confidence interval of the mean (Student's t, scipy.stats.t), as markdown on
 stdout and, with --out, as summary.md, summary.csv and summary.json. The
 flags that differ between the runs are listed (seeds, say), so that a table
-never silently mixes configurations.
+never silently mixes configurations. With --by FLAG (e.g. --by joint-posterior)
+the runs are grouped by that flag's value and the groups are shown side by side,
+each metric's mean and 95 % interval per group: models compared at one budget.
 """
 import csv
 import io
@@ -31,7 +33,8 @@ from src.report.runs import run_script
 # and whole sections of settings
 BOOKKEEPING = {'seconds', 'seed', 'K', 'epochs', 'batch_size', 'steps', 'lr', 'train_seconds', 'std', 'chance',
                'joint_samples', 'joint_coherence_samples', 'joint_llik_scaling', 'max_items', 'iwae_samples',
-               'pair_multiplier', 'world_size', 'analysis_version', 'version', 'target', 'nearest_class'}
+               'pair_multiplier', 'world_size', 'analysis_version', 'version', 'target', 'nearest_class',
+               'samples_per_component'}
 SETTINGS = ('budget', 'options')
 
 
@@ -116,6 +119,41 @@ def markdown(rows, runs, differ):
     return '\n'.join(lines) + '\n'
 
 
+def ci_cell(r):
+    return f"{r['mean']:.4g} [{r['ci95_low']:.4g}, {r['ci95_high']:.4g}]" if r['n'] > 1 else f"{r['mean']:.4g}"
+
+
+def markdown_by(flag, groups):
+    """One row per metric, one column per group: mean [95 % CI] (n runs)."""
+    names = list(groups)
+    lines = [f'Runs grouped by `--{flag.replace("_", "-")}`: ' + ', '.join(
+        f'{g} ({len(groups[g]["runs"])} run{"s" if len(groups[g]["runs"]) != 1 else ""})' for g in names), '']
+    for g in names:
+        if groups[g]['differing_flags']:
+            lines.append(f'- {g}: flags that differ within the group: ' + ', '.join(
+                f'`--{k.replace("_", "-")}` {", ".join(map(str, v))}' for k, v in groups[g]['differing_flags'].items()))
+    lines += ['', '| metric | ' + ' | '.join(names) + ' |', '|---|' + '---|' * len(names)]
+    by_metric = [{r['metric']: r for r in groups[g]['metrics']} for g in names]
+    for key in sorted(set().union(*by_metric)):
+        lines.append(f'| {key} | ' + ' | '.join(ci_cell(m[key]) if key in m else '-' for m in by_metric) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
+def grouped(runs, per_run, flag):
+    """{value of flag: {'runs', 'differing_flags', 'metrics'}}, in the order the values first appear."""
+    dest = flag.replace('-', '_')
+    values = [run_flags(r).get(dest) for r in runs]
+    if all(v is None for v in values):
+        raise UserError(f"--by {flag}: none of the runs has that flag (see a run's args.json for the names)")
+    groups = {}
+    for v in dict.fromkeys(map(str, values)):
+        idx = [i for i, x in enumerate(values) if str(x) == v]
+        rs = [runs[i] for i in idx]
+        groups[v] = {'runs': rs, 'differing_flags': differing_flags(rs),
+                     'metrics': summary_rows([per_run[i] for i in idx if per_run[i]] or [{}])}
+    return groups
+
+
 def to_csv(rows):
     out = io.StringIO()
     w = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator='\n')
@@ -130,6 +168,8 @@ def main(argv=None):
     p.add_argument('--out', default='', metavar='DIR', help='also write summary.md, summary.csv and summary.json here')
     p.add_argument('--match', action='append', default=[], metavar='TEXT',
                    help='only the metrics whose name contains TEXT (repeatable: any of them), e.g. analyse_ms/')
+    p.add_argument('--by', default='', metavar='FLAG',
+                   help='group the runs by this flag (e.g. joint-posterior) and show the groups side by side')
     cmd = p.parse_args(argv)
     check_dir(cmd.out, '--out')
     runs = find_runs(cmd.runs)
@@ -139,6 +179,8 @@ def main(argv=None):
         raise UserError('the runs hold no analysis results yet' + (f" matching {', '.join(cmd.match)}" if cmd.match
                         else '') + ': run the analyses first (src/report/calculate_likelihoods.py, analyse_ms.py, '
                         'analyse_cub.py, ...)')
+    if cmd.by:
+        return summarise_by(cmd, runs, per_run)
     rows, differ = summary_rows(per_run), differing_flags(runs)
     text = markdown(rows, runs, differ)
     sys.stdout.write(text)
@@ -149,6 +191,20 @@ def main(argv=None):
         save_json({'runs': runs, 'differing_flags': differ, 'metrics': rows}, os.path.join(cmd.out, 'summary.json'))
         print(f'wrote {cmd.out}/summary.md, summary.csv, summary.json')
     return rows
+
+
+def summarise_by(cmd, runs, per_run):
+    groups = grouped(runs, per_run, cmd.by)
+    text = markdown_by(cmd.by.replace('-', '_'), groups)
+    sys.stdout.write(text)
+    if cmd.out:
+        os.makedirs(cmd.out, exist_ok=True)
+        save_text(text, os.path.join(cmd.out, 'summary.md'))
+        save_text(to_csv([dict(group=g, **r) for g, v in groups.items() for r in v['metrics']]),
+                  os.path.join(cmd.out, 'summary.csv'))
+        save_json({'by': cmd.by.replace('-', '_'), 'groups': groups}, os.path.join(cmd.out, 'summary.json'))
+        print(f'wrote {cmd.out}/summary.md, summary.csv, summary.json')
+    return groups
 
 
 if __name__ == '__main__':

@@ -23,9 +23,12 @@ The number classifiers are theirs (src/report/numbersense/classifiers.py).
 --protocol extended keeps this project's earlier design: all test items, a
 5,000-item silhouette subset, a CNN classifier, UMAP maps.
 Accuracies are fractions in [0, 1]. Writes RUN/numbersense.json,
-RUN/numbersense.log and RUN/figures/numbersense/*.png.
+RUN/numbersense.log and RUN/figures/numbersense/*.png. The JSON records every
+setting its numbers depend on (`settings`, from analysis_settings): the study
+re-analyses a run whose recorded settings differ from the requested ones.
 """
 import argparse
+import hashlib
 import os
 
 import numpy as np
@@ -36,6 +39,7 @@ from src.data import load_data
 from src.data.numbersense_loaders import protocol_of
 from src.errors import UserError
 from src.files import load_json, save_json
+from src.report.numbersense.classifiers import VERSION as CLASSIFIER_VERSION
 from src.report.numbersense.classifiers import get_classifier
 from src.report.numbersense.figures import (
     arithmetic_figure,
@@ -68,6 +72,49 @@ BATCH = 1024
 N_EXAMPLES = 10  # equations shown in each arithmetic grid
 NODA_BATCH, NODA_BATCHES = 128, 16  # their get_latent_space stops after 16 training batches
 N_HAND = 64  # samples of each hand-picked equation
+SILHOUETTE_POINTS = 5000  # extended: silhouette on a fixed random subset of this many test items
+TSNE_PERPLEXITY = 20  # their analyse_tsne_2d
+
+
+def analysis_settings(protocol, map, map_points, silhouette_points, classifier_epochs, seed, run_flags):
+    """Every setting that the analysis's numbers and figures depend on, as recorded in numbersense.json.
+
+    run_flags: the run's main.py flags (its data: model, --numbersense-data, --offline,
+    --pair-multiplier). Settings a protocol does not use are left out, so that changing them does
+    not make an analysis stale.
+    """
+    data = {k: run_flags.get(k) for k in ('model', 'numbersense_data', 'offline', 'pair_multiplier')}
+    common = {'analysis_version': ANALYSIS_VERSION, 'protocol': protocol, 'seed': seed, 'data': data,
+              'classifier_epochs': classifier_epochs, 'classifier_version': CLASSIFIER_VERSION,
+              'equations': len(equations())}
+    if protocol == 'noda2024':
+        return {**common, 'latent_items': NODA_BATCH * NODA_BATCHES, 'test_items': NODA_BATCH,
+                'hand_picked_samples': N_HAND, 'tsne_perplexity': None if map == 'none' else TSNE_PERPLEXITY}
+    return {**common, 'map': map, 'map_points': None if map == 'none' else map_points,
+            'silhouette_points': silhouette_points}
+
+
+def settings_differences(result, requested, epochs):
+    """What makes an analysis result stale: 'setting: recorded (requested)' for each difference, with
+    the run's trained epochs; [] when the result is current."""
+    recorded = result.get('settings')
+    if recorded is None:
+        return ['settings: not recorded (an analysis by an older version)']
+    out = [f'{k}: {recorded.get(k)!r} (requested {v!r})' for k, v in requested.items() if recorded.get(k) != v]
+    out += [f'{k}: {recorded[k]!r} (no longer a setting)' for k in recorded if k not in requested]
+    if result.get('epochs') != epochs:
+        out.append(f"epochs: {result.get('epochs')!r} (the run has {epochs})")
+    return out
+
+
+def labels_digest(*datasets):
+    """sha256 of the label arrays of the data an analysis used (which items, in which order)."""
+    h = hashlib.sha256()
+    for d in datasets:
+        for k in sorted(d.labels):
+            h.update(k.encode())
+            h.update(d.labels[k].cpu().numpy().astype('int64').tobytes())
+    return h.hexdigest()
 
 
 @torch.no_grad()
@@ -110,7 +157,7 @@ def latent_measures(z, labels, name, fig_dir, opts):
                     f'{opts.title}: {name} encoder, {len(z)} training items')
     tsne = None
     if opts.map != 'none':
-        xy = embed(z, 'tsne', 0, perplexity=20)  # their analyse_tsne_2d: perplexity 20, random_state 0
+        xy = embed(z, 'tsne', 0, perplexity=TSNE_PERPLEXITY)  # their analyse_tsne_2d: random_state 0
         tsne = os.path.join(fig_dir, f'tsne_{name}.png')
         latent_map_figure(xy, labels, tsne, f'{opts.title}: {name} encoder, t-SNE (perplexity 20) of {len(z)} items')
     return sil, means, variants, tsne
@@ -284,7 +331,7 @@ def analyse_encoder_extended(name, vae, vaes, data, classifiers, prior, opts, fi
             'latent_map': maps, 'summary': summary}
 
 
-def analyse(save_dir, data_dir='', device='cpu', map='umap', map_points=2000, silhouette_points=5000,
+def analyse(save_dir, data_dir='', device='cpu', map='umap', map_points=2000, silhouette_points=SILHOUETTE_POINTS,
             classifier_epochs=None, seed=None, protocol=None, offline=None):
     """Run every analysis on a run directory; returns the results (also in RUN/numbersense.json).
 
@@ -323,9 +370,11 @@ def analyse(save_dir, data_dir='', device='cpu', map='umap', map_points=2000, si
     results, sources = encoder_results(model, args, vaes, classifiers, prior, opts, fig_dir, log, sources={})
     losses = os.path.join(save_dir, 'losses.json')
     epochs = len(load_json(losses, 'losses file').get('train', [])) if os.path.isfile(losses) else None
+    settings = analysis_settings(protocol, opts.map, opts.map_points, opts.silhouette_points, opts.classifier_epochs,
+                                 opts.seed, vars(args))
     out = {'run': save_dir, 'model': args.model, 'seed': args.seed, 'epochs': epochs,
            'analysis_version': ANALYSIS_VERSION, 'protocol': protocol, 'offline_data': bool(args.offline),
-           'accuracy_unit': 'fraction', 'data_source': sources, 'options': vars(opts),
+           'accuracy_unit': 'fraction', 'settings': settings, 'data_source': sources, 'options': vars(opts),
            'prior': {'family': model.pz.__name__, 'scale': scale.flatten().tolist()},
            'classifiers': clf_info, 'encoders': results}
     path = os.path.join(save_dir, 'numbersense.json')
@@ -343,14 +392,15 @@ def encoder_results(model, args, vaes, classifiers, prior, opts, fig_dir, log, s
         torch.manual_seed(opts.seed)
         if opts.protocol == 'noda2024':  # the run's own training and test sets (the MMVAE: the pairs)
             train, test = load_data(args.model, args, 'train'), load_data(args.model, args, 'test')
-            sources = {'train': train.source, 'test': test.source}
+            sources = {'train': train.source, 'test': test.source, 'train_items': len(train), 'test_items': len(test),
+                       'labels_sha256': labels_digest(train, test)}
             for name, vae in vaes.items():
                 results[name] = analyse_encoder_noda(name, vae, vaes, train, test, classifiers, prior, opts,
                                                      fig_dir, log)
         else:
             for name, vae in vaes.items():
                 data = load_data(name, args, 'test')
-                sources[name] = data.source
+                sources[name] = {'source': data.source, 'items': len(data), 'labels_sha256': labels_digest(data)}
                 results[name] = analyse_encoder_extended(name, vae, vaes, data, classifiers, prior, opts,
                                                          fig_dir, log)
     return results, sources
@@ -364,7 +414,7 @@ def build_parser():
     p.add_argument('--map', default='umap', choices=['umap', 'tsne', 'none'],
                    help='extended: latent map method; noda2024: none skips the t-SNE, anything else draws it')
     p.add_argument('--map-points', type=int, default=2000, help='extended: test items shown in the latent map')
-    p.add_argument('--silhouette-points', type=int, default=5000,
+    p.add_argument('--silhouette-points', type=int, default=SILHOUETTE_POINTS,
                    help='extended: silhouette scores on a fixed random subset of this many test items')
     p.add_argument('--classifier-epochs', type=int, default=None,
                    help='epochs of the classifiers that label generated images, trained once and cached '

