@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Mutation testing of one group of core modules with cosmic-ray (docs/testing.md), from the repository root:
-#     tests/mutation/run.sh objectives               # config: tests/mutation/objectives.toml
+#     tests/mutation/run.sh objectives               # config: tests/mutation/objectives.toml + operators.toml
 #     tests/mutation/run.sh objectives --survivors   # test the session's surviving mutants again (new tests)
 # cosmic-ray changes the source files in place, one mutant at a time, and restores them: run it in a clean
 # copy of the repository (git worktree or clone), not in a tree with unsaved work. One process, nice'd, one
@@ -8,7 +8,9 @@
 # `cosmic-ray dump mutation-NAME.sqlite | python tests/mutation/score.py NAME --survivors` lists the survivors.
 set -euo pipefail
 name=$1
-cfg=tests/mutation/$name.toml
+cfg=$(mktemp --suffix=.toml)  # the group's config and the shared operators (tests/mutation/operators.toml)
+trap 'rm -f "$cfg"' EXIT
+cat "tests/mutation/$name.toml" tests/mutation/operators.toml > "$cfg"
 db=mutation-$name.sqlite
 export OMP_NUM_THREADS=1 PYTHONPATH=$PWD  # subprocess tests import this copy's src
 if [ ! -e "$db" ]; then
