@@ -176,6 +176,53 @@ def test_unit_variance_planted_correlations_recovered(views):
     np.testing.assert_allclose(np.cov(py.T), np.eye(7), atol=1e-8)
     np.testing.assert_allclose(R.canonical_correlations(c, X, Y), c.corrs, atol=1e-8)
     np.testing.assert_allclose(px.mean(0), 0, atol=1e-8)  # centred by training means
+    # deterministic signs: each direction's largest image coefficient is positive
+    assert np.all(c.wx[np.abs(c.wx).argmax(0), np.arange(7)] > 0)
+
+
+def test_canonical_correlations_of_new_data_are_pearsons(views):
+    """On data other than the training data (other means: the projections are not centred), each
+    component's Pearson correlation, by numpy."""
+    X, Y = views
+    n = len(X) // 2
+    c = R.fit_unit_variance(X[:n], Y[:n], k=4, reg=0.0)
+    X2, Y2 = X[n:] + 7.0, Y[n:] - 3.0
+    px, py = (X2 - c.mean_x) @ c.wx, (Y2 - c.mean_y) @ c.wy
+    want = [np.corrcoef(px[:, j], py[:, j])[0, 1] for j in range(4)]
+    np.testing.assert_allclose(R.canonical_correlations(c, X2, Y2), want, atol=1e-10)
+
+
+def test_degenerate_counts_eigenvalues_at_one_and_above():
+    """Non-finite, or at least 1 - tol (tol = 1e-6)."""
+    assert R.degenerate([np.inf, np.nan, 1 + 1e-9, 1.0, 1 - 1e-6, 1 - 2e-6, 0.9, -1.0]) == 5
+
+
+def test_span_keeps_the_directions_whose_sd_exceeds_rtol_times_the_largest():
+    """Variances 1, 1e-8 (sd 1e-4 of the largest: kept), 1e-12 (sd exactly 1e-6 of it: not above), 1e-14, 0."""
+    Q = R.span(np.diag([1.0, 1e-8, 1e-6 ** 2, 1e-14, 0.0]))
+    assert Q.shape == (5, 2)
+    np.testing.assert_array_equal(np.abs(Q[:2]).sum(0), [1, 1])
+
+
+def test_k_from_one_to_the_smaller_view_and_the_defaults(views):
+    """k = 1 .. min(dx, dy) for both solvers, 0 an error; without flags k = 40 (as released) and, for the
+    unit-variance solver, a ridge of 1e-6 x trace / dim (whitening + SVD with that ridge); in the span,
+    k is at most the smaller span, whichever view it is."""
+    X, Y = views  # 12 and 9 dimensions
+    for fit in (R.fit_released, R.fit_unit_variance):
+        assert fit(X, Y, k=1).wx.shape == (12, 1) and fit(X, Y, k=9).wy.shape == (9, 9)
+        with pytest.raises(ValueError, match=r'k=0 must be in \[1, 9\]'):
+            fit(X, Y, k=0)
+    rng = np.random.default_rng(5)
+    X45 = rng.normal(size=(400, 45))
+    Y45 = X45 @ rng.normal(size=(45, 45)) * 0.1 + rng.normal(size=(400, 45))
+    assert R.fit_released(X45, Y45).wx.shape == (45, 40)
+    c = R.fit_unit_variance(X45, Y45)
+    np.testing.assert_allclose(c.corrs, reference_cca(X45, Y45, 40, 1e-6)[0], atol=1e-8)
+    # the image view spans 3 dimensions, the text view 5: k = 3
+    Xr = rng.normal(size=(400, 3)) @ rng.normal(size=(3, 6))
+    Yr = Xr[:, :5] + rng.normal(size=(400, 5))
+    assert R.fit_released(Xr, Yr, k=10, in_span=True).wx.shape == (6, 3)
 
 
 def test_unit_variance_ridge_and_rank_deficiency(views):
