@@ -2,7 +2,6 @@
 experts (MVAE) and the mixture of products (MoPoE), each against an independent computation: densities
 multiplied on a grid, components built by hand, objective values and gradients written out on small
 tensors with fixed noise."""
-import argparse
 import math
 
 import pytest
@@ -11,12 +10,11 @@ import torch.distributions as dist
 
 from src import objectives as O
 from src.models.joint import JOINTS
-from src.models.multimodal import MultimodalVAE
 from src.models.posteriors import Mixture, product_of_experts
-from src.models.vae import VAE, softmax_scale
-from tests.tiny import Dec, Enc
+from src.models.vae import softmax_scale
+from tests.tiny import TinyPairFixed, X, params
 
-D, X = 2, 5  # latent and data dimension
+D = 2  # latent dimension; the data are X = 5 dimensional (tests/tiny.py)
 
 
 @pytest.fixture(autouse=True)
@@ -110,30 +108,9 @@ def test_mixture_density_and_draws():
 
 # ---------------------------------------------------------------- objectives on a tiny model, fixed noise
 
-class Part(VAE):
-    name, data_size = 'part', (X,)
-
-    def __init__(self, params):
-        super().__init__(dist.Laplace, dist.Laplace, dist.Laplace, Enc(X, D), Dec(X, D), params)
-
-
-class Pair(MultimodalVAE):
-    """Two parts; every posterior component draws z = loc + scale * eps_k (the same eps for all)."""
-    name = 'pair'
-
-    def __init__(self, params):
-        super().__init__(dist.Laplace, params, Part(params).named('a'), Part(params).named('b'))
-        self.vaes[0].llik_scaling = 1.7
-        self.register_buffer('eps', torch.randn(64, 1, D))
-
-    def rsample(self, q, K):
-        return q.loc + q.scale * self.eps[:K]
-
-
 def pair(joint):
     torch.manual_seed(1)
-    m = Pair(argparse.Namespace(latent_dim=D, learn_prior=True, num_hidden_layers=1, llik_scaling=0.,
-                                joint_posterior=joint))
+    m = TinyPairFixed(params(D, joint))
     with torch.no_grad():
         m._pz_params[1].copy_(torch.randn(1, D))
     return m
