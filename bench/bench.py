@@ -53,6 +53,7 @@ from src.cli import build_parser, explicit_flags, validate
 from src.data import BatchLoader
 from src.distributed import default_device
 from src.errors import UserError
+from src.files import save_json
 from src.models import MODELS, svhn
 from src.objectives import chunk_size
 from src.train import build_optimizer, compile_networks, setup_training, training_numerics
@@ -405,8 +406,7 @@ def main(argv=None):
                 report(results[-1], args)
         summary(results, args)
         if args.json:
-            with open(args.json, 'w') as f:
-                json.dump(results, f, indent=1)
+            save_json(results, args.json)  # atomic; a full disk is a WriteError: one error line
     except UserError as e:
         print(f'error: {e}', file=sys.stderr)
         sys.exit(2)

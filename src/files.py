@@ -100,13 +100,19 @@ def read_text(path, what='file'):
     return text
 
 
-def load_json(path, what='file'):
+def load_json(path, what='file', kind=None):
+    """The JSON in `path`; kind=dict (or list) also requires that type at the top level."""
     text = read_text(path, what)
     try:
-        return json.loads(text)
+        obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise UserError(f"{what} {path} is corrupt or truncated ({e}); "
                         f"restore it or start from another run") from None
+    if kind is not None and not isinstance(obj, kind):
+        raise UserError(f"{what} {path} holds a JSON {type(obj).__name__}, not the "
+                        f"{'object' if kind is dict else 'array'} this project writes there; "
+                        f"restore it or start from another run")
+    return obj
 
 
 def load_torch(path, what='file', map_location='cpu'):

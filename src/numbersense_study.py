@@ -197,7 +197,7 @@ def run_state(opts, cond, seed):
     rd = run_dir(opts, cond, seed)
     if not os.path.isfile(os.path.join(rd, 'args.json')):
         return 'new'
-    flags = load_json(os.path.join(rd, 'args.json'), 'run flags file').get('flags', {})
+    flags = load_json(os.path.join(rd, 'args.json'), 'run flags file', dict).get('flags', {})
     want = expected_flags(train_argv(opts, cond, seed))
     differ = [f"--{k.replace('_', '-')} {flags.get(k)!r} (study: {v!r})" for k, v in want.items()
               if k != 'epochs' and k in flags and flags[k] != v]
@@ -207,13 +207,13 @@ def run_state(opts, cond, seed):
         raise UserError(f"{rd} was trained with other flags than this study: {', '.join(differ)}. "
                         f"Use the study's original flags, or another --study-dir")
     path = os.path.join(rd, 'losses.json')
-    done = len(load_json(path, 'losses file').get('train', [])) if os.path.isfile(path) else 0
+    done = len(load_json(path, 'losses file', dict).get('train', [])) if os.path.isfile(path) else 0
     return 'finished' if done >= opts.epochs else 'partial'
 
 
 def trained_epochs(run):
     path = os.path.join(run, 'losses.json')
-    return len(load_json(path, 'losses file').get('train', [])) if os.path.isfile(path) else 0
+    return len(load_json(path, 'losses file', dict).get('train', [])) if os.path.isfile(path) else 0
 
 
 def requested_settings(opts, cond, seed):
@@ -230,8 +230,8 @@ def analysis_state(opts, cond, seed):
     path = os.path.join(run, 'numbersense.json')
     if not os.path.isfile(path):
         return 'missing', []
-    diff = settings_differences(load_json(path, 'number-sense analysis file'), requested_settings(opts, cond, seed),
-                                trained_epochs(run))
+    result = load_json(path, 'number-sense analysis file', dict)
+    diff = settings_differences(result, requested_settings(opts, cond, seed), trained_epochs(run))
     return ('stale', diff) if diff else ('current', [])
 
 

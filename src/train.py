@@ -308,7 +308,7 @@ def experiment_name(args):
 def record_resume(run_dir, args, position, device, world):
     """args.json keeps the flags a resume runs with (--epochs may grow) and a log of the resumes."""
     path = os.path.join(run_dir, 'args.json')
-    saved = load_json(path, 'run flags file')
+    saved = load_json(path, 'run flags file', dict)
     saved['flags'] = vars(args)
     saved.setdefault('resumed', []).append({
         'time': datetime.datetime.now().isoformat(timespec='seconds'), 'from': position,

@@ -182,3 +182,25 @@ def test_read_text(tmp_path):
     path.write_bytes(b'a' * 20_000 + b'\xe9t\xe9')
     with pytest.raises(UserError, match=r'is not a UTF-8 text file \(byte 20001 is 0xe9\)'):
         files.read_text(path)
+
+
+def test_json_of_the_wrong_kind(tmp_path):
+    """A file this project writes as a JSON object, found holding an array: one error naming both."""
+    path = tmp_path / 'losses.json'
+    path.write_text('[1, 2]')
+    assert files.load_json(path, 'losses file') == [1, 2]
+    with pytest.raises(UserError, match=r'losses file .*losses.json holds a JSON list, not the object'):
+        files.load_json(path, 'losses file', dict)
+    path.write_text('{"train": []}')
+    with pytest.raises(UserError, match=r'holds a JSON dict, not the array'):
+        files.load_json(path, 'losses file', list)
+
+
+def test_study_with_a_losses_file_of_the_wrong_kind(tmp_path):
+    """The study runner's count of a run's trained epochs: an error line, not an AttributeError."""
+    from src.numbersense_study import trained_epochs
+    (tmp_path / 'losses.json').write_text('{"train": [1.0, 0.5], "test": [1.1, 0.6]}')
+    assert trained_epochs(str(tmp_path)) == 2
+    (tmp_path / 'losses.json').write_text('"not an object"')
+    with pytest.raises(UserError, match='losses file .* holds a JSON str, not the object'):
+        trained_epochs(str(tmp_path))

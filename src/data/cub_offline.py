@@ -52,7 +52,7 @@ def offline_meta(data_dir):
     """The generated set's meta (generating the set at the default size if there is none)."""
     path = _meta_path(data_dir)
     if os.path.isfile(path):
-        meta = load_json(path, 'offline bird set description')
+        meta = load_json(path, 'offline bird set description', dict)
         if meta.get('version') == OFFLINE_VERSION:
             return meta
         log.info(f'{path} is from an older generator: regenerating the offline bird set')

@@ -75,7 +75,7 @@ def run_metrics(run):
             out.update(numbers(data, f[:-len('.json')]))
     losses = os.path.join(run, 'losses.json')
     if os.path.isfile(losses):
-        test = load_json(losses, 'losses file').get('test') or []
+        test = load_json(losses, 'losses file', dict).get('test') or []
         if test:
             out['final_test_loss'] = float(test[-1])
     return out

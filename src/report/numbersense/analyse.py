@@ -369,7 +369,7 @@ def analyse(save_dir, data_dir='', device='cpu', map='umap', map_points=2000, si
                  + (' (cached)' if clf_info[m]['cached'] else ''))
     results, sources = encoder_results(model, args, vaes, classifiers, prior, opts, fig_dir, log, sources={})
     losses = os.path.join(save_dir, 'losses.json')
-    epochs = len(load_json(losses, 'losses file').get('train', [])) if os.path.isfile(losses) else None
+    epochs = len(load_json(losses, 'losses file', dict).get('train', [])) if os.path.isfile(losses) else None
     settings = analysis_settings(protocol, opts.map, opts.map_points, opts.silhouette_points, opts.classifier_epochs,
                                  opts.seed, vars(args))
     out = {'run': save_dir, 'model': args.model, 'seed': args.seed, 'epochs': epochs,

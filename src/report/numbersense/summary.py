@@ -44,7 +44,7 @@ def collect(runs):
         if r['analysis'] == 'stale':
             stale.append({'run': name, 'differences': r['differences']})
             continue
-        res = load_json(os.path.join(r['path'], 'numbersense.json'), 'number-sense analysis file')
+        res = load_json(os.path.join(r['path'], 'numbersense.json'), 'number-sense analysis file', dict)
         encoders = {enc: res['encoders'][enc]['summary'] for enc in res['encoders']}
         results.append((r['condition'], r['seed'], encoders))
         for label, gcond, enc in GROUPS:
