@@ -47,6 +47,18 @@ def test_summary_against_scipy(tmp_path, capsys):
     assert os.path.isfile(tmp_path / 'out' / 'summary.md')
 
 
+def test_a_single_run_gives_strict_json(tmp_path):
+    """One run: no sd or interval, written as null (NaN is not JSON: jq and strict parsers refuse it)."""
+    fake_run(tmp_path / 'one', 'seed0', 0, 91.0, 40.0)
+    summarise.main([str(tmp_path / 'one'), '--out', str(tmp_path / 'out')])
+
+    def refuse(constant):
+        raise ValueError(f'{constant} in summary.json')
+    saved = json.loads((tmp_path / 'out' / 'summary.json').read_text(), parse_constant=refuse)
+    r = {r['metric']: r for r in saved['metrics']}['analyse_ms/latent_accuracy/mnist']
+    assert (r['n'], r['mean'], r['sd'], r['ci95_low'], r['ci95_high']) == (1, 91.0, None, None, None)
+
+
 def test_match_selects_metrics(tmp_path, capsys):
     run = fake_run(tmp_path, 'a', 1, 90.0, 40.0)
     rows = summarise.main([run, '--match', 'joint', '--match', 'final'])

@@ -95,15 +95,18 @@ def differing_flags(runs):
 
 
 def summary_rows(per_run):
-    """Per metric: n, mean, sd (ddof 1), and the 95 % t confidence interval of the mean."""
+    """Per metric: n, mean, sd (ddof 1), and the 95 % t confidence interval of the mean (sd and interval
+    None for a single run: summary.json stays strict JSON, without NaN)."""
     rows = []
     for key in sorted(set().union(*per_run)):
         x = np.array([m[key] for m in per_run if key in m])
         n, mean = len(x), float(x.mean())
-        sd = float(x.std(ddof=1)) if n > 1 else float('nan')
-        half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)) if n > 1 else float('nan')
-        rows.append({'metric': key, 'n': n, 'mean': mean, 'sd': sd, 'ci95_low': mean - half,
-                     'ci95_high': mean + half})
+        row = {'metric': key, 'n': n, 'mean': mean, 'sd': None, 'ci95_low': None, 'ci95_high': None}
+        if n > 1:
+            sd = float(x.std(ddof=1))
+            half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+            row.update(sd=sd, ci95_low=mean - half, ci95_high=mean + half)
+        rows.append(row)
     return rows
 
 
