@@ -258,7 +258,8 @@ def open_checkpoint(args):
 
 
 def is_finished(ckpt, args):
-    steps_cap = args.max_steps and ckpt.get('steps_done', 0) >= args.max_steps
+    # steps_done is recorded by the final checkpoint only (None in the others)
+    steps_cap = bool(args.max_steps) and (ckpt.get('steps_done') or 0) >= args.max_steps
     done = ckpt['finished'] and (ckpt['epoch'] >= args.epochs or steps_cap) and not (
         args.logp and not os.path.isfile(os.path.join(args.resume, 'logp.json')))
     if done:

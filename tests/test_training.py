@@ -255,3 +255,31 @@ def test_a_stopped_run_resumes_bit_for_bit_from_its_newest_checkpoint(runs, tmp_
     assert got['rng']['numpy'][2:] == ref['rng']['numpy'][2:]
     ref_w, w = (torch.load(os.path.join(d, 'model.pt')) for d in (reference, run))
     assert all(torch.equal(ref_w[k], w[k]) for k in ref_w)
+
+
+def test_a_stopped_max_steps_run_resumes_to_its_step_cap(runs, tmp_path, monkeypatch):
+    """--max-steps 7 (epoch 2 ends after 3 of its 4 steps), stopped by SIGTERM in epoch 2 and resumed: the
+    resume reads the unfinished checkpoint's steps (None until the end) and ends where the run that never
+    stopped ends."""
+    reference = runs('reference', '--max-steps', '7')
+    iter_from, seen = tensors.BatchLoader.iter_from, []
+
+    def terminated(self, start):
+        for i, batch in enumerate(iter_from(self, start), start):
+            if self.shuffle:
+                seen.append(i)
+                if len(seen) == 6:
+                    os.kill(os.getpid(), signal.SIGTERM)
+            yield batch
+    monkeypatch.setattr(tensors.BatchLoader, 'iter_from', terminated)
+    with pytest.raises(SystemExit):
+        runs('stopped', '--max-steps', '7')
+    run = str(tmp_path / 'stopped')
+    assert torch.load(os.path.join(run, checkpoint.CKPT))['steps_done'] is None
+    monkeypatch.setattr(tensors.BatchLoader, 'iter_from', iter_from)
+    assert main(['--resume', run]) == 0
+    ref, got = (torch.load(os.path.join(d, checkpoint.CKPT)) for d in (reference, run))
+    assert got['finished'] and got['steps_done'] == ref['steps_done'] == 7
+    assert got['losses']['train'] == ref['losses']['train'] and got['losses']['test'] == ref['losses']['test']
+    assert all(torch.equal(ref['model'][k], got['model'][k]) for k in ref['model'])
+    assert main(['--resume', run]) == 0  # finished: nothing to do
