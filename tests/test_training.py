@@ -208,20 +208,26 @@ def runs(tmp_path, monkeypatch):
     return run
 
 
-def test_a_stopped_run_resumes_bit_for_bit_from_its_newest_checkpoint(runs, tmp_path, monkeypatch):
-    reference = runs('reference')
-    # SIGTERM during the second step of epoch 2: a checkpoint after 2 steps, beside the end of epoch 1's
-    iter_from = tensors.BatchLoader.iter_from
-    seen = []
+def sigterm_at_training_batch(monkeypatch, n):
+    """Send this process SIGTERM as the n-th training batch (counted over epochs) is drawn; returns the
+    loader's own iter_from, to put back before the resume."""
+    iter_from, seen = tensors.BatchLoader.iter_from, []
 
     def terminated(self, start):
         for i, batch in enumerate(iter_from(self, start), start):
             if self.shuffle:
                 seen.append(i)
-                if len(seen) == 6:  # epoch 2, step index 1
+                if len(seen) == n:
                     os.kill(os.getpid(), signal.SIGTERM)
             yield batch
     monkeypatch.setattr(tensors.BatchLoader, 'iter_from', terminated)
+    return iter_from
+
+
+def test_a_stopped_run_resumes_bit_for_bit_from_its_newest_checkpoint(runs, tmp_path, monkeypatch):
+    reference = runs('reference')
+    # SIGTERM during the second step of epoch 2: a checkpoint after 2 steps, beside the end of epoch 1's
+    iter_from = sigterm_at_training_batch(monkeypatch, 6)
     with pytest.raises(SystemExit) as stop:
         runs('stopped')
     assert stop.value.code == 143
@@ -262,16 +268,7 @@ def test_a_stopped_max_steps_run_resumes_to_its_step_cap(runs, tmp_path, monkeyp
     resume reads the unfinished checkpoint's steps (None until the end) and ends where the run that never
     stopped ends."""
     reference = runs('reference', '--max-steps', '7')
-    iter_from, seen = tensors.BatchLoader.iter_from, []
-
-    def terminated(self, start):
-        for i, batch in enumerate(iter_from(self, start), start):
-            if self.shuffle:
-                seen.append(i)
-                if len(seen) == 6:
-                    os.kill(os.getpid(), signal.SIGTERM)
-            yield batch
-    monkeypatch.setattr(tensors.BatchLoader, 'iter_from', terminated)
+    iter_from = sigterm_at_training_batch(monkeypatch, 6)
     with pytest.raises(SystemExit):
         runs('stopped', '--max-steps', '7')
     run = str(tmp_path / 'stopped')
