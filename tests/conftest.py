@@ -45,3 +45,12 @@ def tiny_data(tmp_path_factory):
         save_torch({'images': images[keep], 'labels': labels[keep]},
                    str(d / 'numbersense' / f'mnist_offline_{split}.pt'))
     return str(d)
+
+
+@pytest.fixture
+def float64():
+    """Hand computations in double precision (tight tolerances); the default dtype restored after."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)

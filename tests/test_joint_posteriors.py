@@ -17,12 +17,7 @@ from tests.tiny import TinyPairFixed, X, params
 D = 2  # latent dimension; the data are X = 5 dimensional (tests/tiny.py)
 
 
-@pytest.fixture(autouse=True)
-def double_precision():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures('float64')  # hand computations in double (tests/conftest.py)
 
 
 # ---------------------------------------------------------------- the product of Gaussian experts

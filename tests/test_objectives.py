@@ -22,13 +22,7 @@ from tests.tiny import X, params
 D = 3  # latent dimension; the tiny models' data are X = 5 dimensional (tests/tiny.py)
 
 
-@pytest.fixture(autouse=True)
-def double_precision():
-    """Hand computations in double: tight tolerances. Restored for other test modules."""
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures('float64')  # hand computations in double (tests/conftest.py)
 
 
 def laplace_logpdf(x, loc, scale):

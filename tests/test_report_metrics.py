@@ -155,14 +155,6 @@ def test_latent_accuracy_on_pairs_by_hand():
 
 # ---------------------------------------------------------------- log-likelihoods
 
-@pytest.fixture
-def double():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
-
-
 def test_iwae_K1_is_the_single_sample_bound():
     torch.manual_seed(0)
     vae = MODELS['mnist'](model_args(model='mnist')).eval()
@@ -217,7 +209,7 @@ class LinearGaussian(nn.Module):
         return dist.MultivariateNormal(self.b, cov).log_prob(x)
 
 
-def test_iwae_exact_on_a_linear_gaussian_model(double):
+def test_iwae_exact_on_a_linear_gaussian_model(float64):
     vae = LinearGaussian(X=4, D=2, seed=0)
     x = torch.randn(6, 4)
     for K in (1, 7):
@@ -225,7 +217,7 @@ def test_iwae_exact_on_a_linear_gaussian_model(double):
 
 
 @pytest.mark.parametrize('rule', ['moe', 'poe', 'mopoe'])
-def test_likelihood_terms_converge_to_the_exact_log_likelihoods(double, rule):
+def test_likelihood_terms_converge_to_the_exact_log_likelihoods(float64, rule):
     """Two linear-Gaussian modalities sharing z: q_d is exact for x_d alone, so with the experts as the
     single-modality posteriors (moe, mopoe) cross[d][d] is exact at any K; the other proposals are not,
     but converge at large K; the joint (scaling 1) against the stacked model."""
