@@ -176,7 +176,7 @@ def test_other_joint_posteriors_encode_with_their_own_unimodal_posterior(offline
         train = C.modality_items(paired['train'], m, '').subset(300)
         test = C.modality_items(paired['test'], m, '')
         acc, _ = Mx.latent_accuracy(posterior, train.images, train.labels, test.images, test.labels, 1, 256,
-                                    seed=args.seed, train_rows=train.rows, test_rows=test.rows)
+                                    seed=args.seed, lr=analyse_ms.LATENT_LR, train_rows=train.rows, test_rows=test.rows)
         assert out['latent_accuracy'][vae.name] == pytest.approx(acc, abs=1e-9)
 
 

@@ -46,7 +46,35 @@ def test_joint_coherence_self_agreeing_classifier_is_100():
 def test_joint_coherence_disagreeing_classifiers_is_0():
     clf = lambda x: x[:, :10]  # noqa: E731
     shifted = lambda x: x[:, :10].roll(1, -1)  # always the next digit  # noqa: E731
-    assert Mx.joint_coherence(IdentityDecoders(), [clf, shifted], n=1000) == 0.0
+    assert Mx.joint_coherence(IdentityDecoders(), [clf, shifted], n=1000, batch_size=1000) == 0.0
+
+
+class NoGradCounter:
+    """A classifier (the first 10 coordinates as logits) that counts the items it sees and checks that
+    evaluation builds no autograd graph and passes one 2-d batch (items, features), as an image classifier
+    needs its input laid out."""
+
+    def __init__(self):
+        self.items = 0
+
+    def __call__(self, x):
+        assert not torch.is_grad_enabled() and x.dim() == 2
+        self.items += len(x)
+        return x[:, :10]
+
+
+@pytest.mark.parametrize('n, batch_size', [(300, 1000), (3000, 1000), (2345, 1000)])
+def test_joint_coherence_draws_exactly_n_samples(n, batch_size):
+    """Fewer samples than a batch, a multiple of the batch, and a remainder: n samples in all."""
+    clfs = [NoGradCounter(), NoGradCounter()]
+    assert Mx.joint_coherence(IdentityDecoders(), clfs, n=n, batch_size=batch_size) == 100.0
+    assert [c.items for c in clfs] == [n, n]
+
+
+def test_joint_coherence_one_classifier_per_modality():
+    clf = lambda x: x[:, :10]  # noqa: E731
+    with pytest.raises(ValueError):
+        Mx.joint_coherence(IdentityDecoders(M=2), [clf, clf, clf], n=10, batch_size=10)
 
 
 def test_joint_coherence_against_hand_count():
@@ -77,11 +105,23 @@ def test_joint_coherence_laplace_prior_batches_draw_the_released_single_batch():
 
 
 class PairedInputModel:
-    """An MMVAE whose decoder d returns the paired input x_d whatever the encoder."""
+    """An MMVAE whose decoder d returns the paired input x_d whatever the encoder, K samples (K, B, ...)."""
 
     def __call__(self, xs, K):
         M = len(xs)
-        return None, [[Mean(xs[d].unsqueeze(0)) for d in range(M)] for _ in range(M)], None
+        return None, [[Mean(xs[d].expand(K, *xs[d].shape)) for d in range(M)] for _ in range(M)], None
+
+
+class TwoDimensional(nn.Module):
+    """A classifier that takes one 2-d batch only, as an image classifier takes its layout only."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        assert not torch.is_grad_enabled() and x.dim() == 2, 'one sample per item, no graph'
+        return self.net(x)
 
 
 def test_cross_coherence_with_perfect_decoders_is_the_classifiers_accuracy():
@@ -93,7 +133,7 @@ def test_cross_coherence_with_perfect_decoders_is_the_classifiers_accuracy():
     own = [100 * (net(xd).argmax(-1) == y).double().mean().item() for net, xd in zip(nets, x, strict=True)]
     assert 20 < own[0] < 100 and own[1] < 40
     batches = [([x[0][i:i + 64], x[1][i:i + 64]], y[i:i + 64]) for i in range(0, 300, 64)]
-    mat = Mx.cross_coherence(PairedInputModel(), batches, nets)
+    mat = Mx.cross_coherence(PairedInputModel(), batches, [TwoDimensional(net) for net in nets])
     for e in range(2):
         for d in range(2):
             assert mat[e][d] == pytest.approx(own[d])
@@ -103,6 +143,8 @@ def test_accuracy():
     logits = torch.tensor([[0., 1., 0.], [2., 0., 0.], [0., 0., 3.], [0., 5., 0.]])
     assert Mx.accuracy(logits, torch.tensor([1, 0, 0, 1])) == 0.75
     assert Mx.accuracy(torch.tensor([1, 0, 2, 2]), torch.tensor([1, 0, 0, 1])) == 0.5  # labels, not logits
+    samples = torch.stack([logits, logits.roll(1, 0)])  # (samples, items, classes): classes are the last dim
+    assert Mx.accuracy(samples, torch.tensor([[1, 0, 0, 1], [1, 1, 0, 2]])) == 7 / 8
 
 
 # ---------------------------------------------------------------- latent accuracy
@@ -116,11 +158,20 @@ def test_latent_accuracy_separable_latents_near_100_and_label_free_latents_near_
     g = torch.Generator().manual_seed(0)
     y_tr, y_te = torch.randint(0, 10, (2000,), generator=g), torch.randint(0, 10, (1000,), generator=g)
     onehot = lambda y: 3 * nn.functional.one_hot(y, 10).float()  # noqa: E731
-    acc, clf = Mx.latent_accuracy(identity_posterior, onehot(y_tr), y_tr, onehot(y_te), y_te, epochs=5, seed=1, lr=0.05)
+    acc, clf = Mx.latent_accuracy(identity_posterior, onehot(y_tr), y_tr, onehot(y_te), y_te, 5, 256, seed=1, lr=0.05)
     assert acc > 97 and isinstance(clf, nn.Linear) and clf.in_features == 10
     noise_tr, noise_te = torch.randn(2000, 10, generator=g), torch.randn(1000, 10, generator=g)
-    acc, _ = Mx.latent_accuracy(identity_posterior, noise_tr, y_tr, noise_te, y_te, epochs=5, seed=1, lr=0.05)
+    acc, _ = Mx.latent_accuracy(identity_posterior, noise_tr, y_tr, noise_te, y_te, 5, 256, seed=1, lr=0.05)
     assert acc < 20
+
+
+@pytest.mark.parametrize('n_train, n_test', [(9, 4), (10, 3)])
+def test_latent_accuracy_one_label_per_item(n_train, n_test):
+    """A label count that differs from the item count on either side is an error."""
+    x = torch.randn(10, 3)
+    with pytest.raises(ValueError, match='one label per item'):
+        Mx.latent_accuracy(identity_posterior, x, torch.zeros(n_train, dtype=torch.long), x[:4],
+                           torch.zeros(n_test, dtype=torch.long), 1, 4, seed=0, lr=0.1)
 
 
 def test_latent_accuracy_on_pairs_by_hand():
@@ -169,7 +220,7 @@ def test_iwae_K1_is_the_single_sample_bound():
         hand = (dist.Laplace(torch.zeros(20), torch.ones(20)).log_prob(z).sum(-1)  # prior scale softmax(0)*D = 1
                 + dist.Laplace(mean, s).log_prob(x).flatten(1).sum(-1)
                 - dist.Laplace(loc, scale).log_prob(z).sum(-1))
-    assert got.shape == (5,)
+    assert got.shape == (5,) and not got.requires_grad  # an evaluation: no graph kept
     assert torch.allclose(got, hand, rtol=1e-5, atol=1e-3)
     torch.manual_seed(1)
     with torch.no_grad():

@@ -35,6 +35,7 @@ from src.report.runs import add_run_flags, analysis_logger, device_from, load_ru
 
 RELEASED = {'latent_epochs': 30, 'classifier_epochs': 30, 'joint_samples': 10000, 'batch_size': 256,
             'train_items': 0, 'max_items': 0, 'unpaired': False}
+LATENT_LR = 1e-3  # released analyse_ms.py, classify_latents: Adam(lr=0.001)
 UNIMODAL_EPOCH_FACTOR = 10  # released: "mnist-svhn has more examples (roughly x10)"
 
 
@@ -127,9 +128,9 @@ def latent_accuracies(model, sets, cmd, seed, log):
         train, test = sets[v.name]
         train = train.subset(cmd.train_items)
         acc[v.name], _ = latent_accuracy(partial(model.unimodal_posterior, m), train.images, train.labels,
-                                         test.images, test.labels, epochs, cmd.batch_size, seed=seed,
+                                         test.images, test.labels, epochs, cmd.batch_size, seed=seed, lr=LATENT_LR,
                                          train_rows=train.rows, test_rows=test.rows)
-        setup[v.name] = {'epochs': epochs, 'batch_size': cmd.batch_size, 'lr': 1e-3,
+        setup[v.name] = {'epochs': epochs, 'batch_size': cmd.batch_size, 'lr': LATENT_LR,
                          'steps': C.steps(len(train), epochs, cmd.batch_size),
                          'train_set': train.description, 'n_train_items': len(train),
                          'test_set': test.description, 'n_test_items': len(test),

@@ -109,7 +109,7 @@ def posterior_params(posterior, x, batch_size=1024):
     return type(qs[0]), torch.cat([q.loc for q in qs]), torch.cat([q.scale for q in qs])
 
 
-def latent_accuracy(posterior, x_train, y_train, x_test, y_test, epochs, batch_size=256, seed=0, lr=1e-3,
+def latent_accuracy(posterior, x_train, y_train, x_test, y_test, epochs, batch_size, *, seed, lr,
                     train_rows=None, test_rows=None):
     """Test accuracy (%) of a linear classifier D -> 10 trained (Adam, cross-entropy) on
     reparameterised latent samples z ~ q(z|x) = posterior(x) (a modality's posterior under its model's
@@ -173,7 +173,7 @@ def cross_coherence(model, batches, classifiers):
 
 
 @torch.no_grad()
-def joint_coherence(model, classifiers, n=10000, batch_size=1000):
+def joint_coherence(model, classifiers, n, batch_size):
     """Percent of n joint-prior samples whose decoded modalities (decoder means)
     all get the same digit from their classifiers. The released script draws the
     n samples in one batch; on the CPU, batches draw the very same samples (the
