@@ -278,6 +278,32 @@ def test_dreg_gradients_multimodal(multi, looser, true_dreg):
         assert torch.allclose(a, b)
 
 
+MULTIMODAL = [f for f in O.OBJECTIVES.values() if f.__name__.startswith(('m_', 'mixture'))]
+SUBSAMPLED = list(JOINTS['poe'].objectives().train.values())
+
+
+@pytest.mark.parametrize('fn', MULTIMODAL + SUBSAMPLED + [O.elbo], ids=lambda f: f.__name__)
+def test_default_is_one_sample(uni, multi, fn):
+    """The objectives that have a default K (the released m_elbo, m_iwae, m_dreg, ... and elbo) draw one
+    sample by default: the same value as K = 1 (the tiny models' samples are fixed per sample index).
+    The ELBOs draw one sample whatever K (as released); the others depend on K."""
+    model, x = (uni, data()) if fn is O.elbo else (multi, mdata())
+    assert fn(model, x).item() == pytest.approx(fn(model, x, 1).item(), rel=1e-12)
+    if 'elbo' not in fn.__name__:
+        assert fn(model, x, 1).item() != pytest.approx(fn(model, x, 3).item(), rel=1e-6)
+
+
+@pytest.mark.parametrize('fn', [O.m_dreg, O.m_dreg_looser, SUBSAMPLED[2]], ids=lambda f: f.__name__)
+def test_default_dreg_estimator_is_the_released_one(multi, fn):
+    """Without true_dreg, the encoder gradients are the released code's (weights w~, not w~^2)."""
+    xs, K = mdata(), 5
+    enc = [p for v in multi.vaes for p in v.enc.parameters()]
+    default, released, true = (grads(fn(multi, xs, K, **kw), enc)
+                               for kw in ({}, {'true_dreg': False}, {'true_dreg': True}))
+    assert all(torch.equal(a, b) for a, b in zip(default, released, strict=True))
+    assert not all(torch.allclose(a, b) for a, b in zip(default, true, strict=True))
+
+
 def test_objective_sets_of_the_joint_rules():
     """--obj and --looser choose these functions; the test bound is the tight one."""
     moe = JOINTS['moe'].objectives()
