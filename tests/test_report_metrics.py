@@ -165,6 +165,16 @@ def test_latent_accuracy_separable_latents_near_100_and_label_free_latents_near_
     assert acc < 20
 
 
+def test_posterior_params_batched_without_graph():
+    """The posterior's parameters over batches, uint8 images scaled to [0, 1], no autograd graph kept."""
+    lin = nn.Linear(4, 2)
+    x = torch.randint(0, 256, (7, 4), dtype=torch.uint8)
+    family, loc, scale = Mx.posterior_params(lambda xb: dist.Normal(lin(xb), lin(xb).exp()), x, batch_size=3)
+    with torch.no_grad():
+        assert family is dist.Normal and torch.allclose(loc, lin(x / 255.0)) and torch.allclose(scale, loc.exp())
+    assert not loc.requires_grad and not scale.requires_grad
+
+
 @pytest.mark.parametrize('n_train, n_test', [(9, 4), (10, 3)])
 def test_latent_accuracy_one_label_per_item(n_train, n_test):
     """A label count that differs from the item count on either side is an error."""
@@ -285,6 +295,7 @@ def test_likelihood_terms_converge_to_the_exact_log_likelihoods(float64, rule):
     joint = dist.MultivariateNormal(torch.cat([v0.b, v1.b]), cov).log_prob(torch.cat(xs, 1))
 
     t = Mx.likelihood_terms(mm, xs, 3)
+    assert not t['joint'].requires_grad  # an evaluation: no graph kept
     for d in range(2):
         assert torch.allclose(t['cross'][d][d], exact[d], atol=1e-9) == (rule != 'poe')
     t = Mx.likelihood_terms(mm, xs, 20000)
