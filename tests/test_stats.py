@@ -215,3 +215,72 @@ def test_pairwise_paired_with_shaffer_adjustment():
         adj.append(running)
     assert sorted(r['p_shaffer'] for r in rows) == pytest.approx(adj)
     assert min(rows, key=lambda r: r['p'])['p_shaffer'] == pytest.approx(6 * ps[0])
+
+
+# ---------------------------------------------------------------- the smallest samples and constant ones
+
+@pytest.fixture
+def no_warnings():
+    """The module promises JSON-ready None, never a warning, where a quantity is undefined."""
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        yield
+
+
+def test_undefined_quantities_are_none_without_warnings(no_warnings):
+    assert stats.mean_ci([3.0]) == {'mean': 3.0, 'lo': None, 'hi': None, 'sd': None, 'n': 1}
+    assert stats.cohens_d([1.0, 1.0], [2.0, 2.0]) is None  # no variance
+    assert stats.cohens_d([1.0, 2.0], [2.0]) is None  # one value
+    for x, y in (([1.0], [1.0, 2.0, 3.0]), ([1.0, 2.0, 3.0], [1.0]), ([1.0, 1.0], [2.0, 2.0])):
+        assert stats.welch(x, y)['t'] is None and stats.welch(x, y)['p'] is None
+    assert stats.one_sample([0.5], 1 / 9)['t'] is None
+    for groups in ([[1.0], [2.0]], [[1.0, 1.0], [2.0, 2.0]], [[1.0, 1.0], [1.0, 1.0]]):
+        a = stats.anova(groups)
+        assert a['F'] is None and a['p'] is None
+    assert stats.anova([[1.0], [2.0]])['eta_sq'] is None and stats.anova([[1.0], [2.0]])['df'] is None
+    assert stats.anova([[1.0, 1.0], [1.0, 1.0]])['eta_sq'] is None  # no variance at all
+    assert stats.anova([[1.0, 1.0], [2.0, 2.0]])['eta_sq'] == 1.0  # all of it between the groups
+    one_subject = {'a': [1.0, None], 'b': [2.0, 5.0], 'c': [4.0, 1.0]}
+    assert stats.anova_rm(one_subject)['F'] is None and stats.anova_rm(one_subject)['n_subjects'] == 1
+
+
+def test_two_values_per_side_are_enough():
+    x, y = [0.3, 0.5], [0.1, 0.4]
+    ref = sps.ttest_ind(x, y, equal_var=False)
+    assert stats.welch(x, y)['t'] == pytest.approx(ref.statistic)
+    ref = sps.ttest_rel(x, [0.1, 0.1])
+    assert stats.paired(x, [0.1, 0.1])['t'] is not None  # differences 0.2, 0.4
+    assert stats.paired(x, [0.1, 0.1])['p'] == pytest.approx(ref.pvalue)
+    rows = stats.pairwise_paired({'a': x, 'b': [0.1, 0.1], 'c': [0.9, 0.2]})
+    assert rows[0]['levels'] == ['a', 'b'] and rows[0]['df'] == 1
+    assert rows[0]['p'] == pytest.approx(sps.ttest_rel(x, [0.1, 0.1]).pvalue)
+
+
+def test_two_levels_repeated_measures_is_the_paired_t_squared():
+    values = {'a': [0.61, 0.55, 0.72, 0.58], 'b': [0.41, 0.52, 0.38, 0.47]}
+    t = sps.ttest_rel(values['a'], values['b'])
+    rm = stats.anova_rm(values)
+    assert rm['F'] == pytest.approx(t.statistic ** 2) and rm['p'] == pytest.approx(t.pvalue)
+    gg = stats.anova_rm_gg(values)  # two levels: sphericity holds, epsilon 1, the same F test
+    assert gg['eps_gg'] == 1.0 and gg['p'] == pytest.approx(t.pvalue) and gg['df'] == [1.0, 3.0]
+    s = stats.sphericity(values)
+    assert s['W'] is None and s['eps_gg'] is None and s['note'] == 'sphericity holds trivially with 2 levels'
+    assert stats.sphericity({'a': [1.0], 'b': [2.0], 'c': [3.0]})['note'] == 'too few subjects'
+
+
+def test_sphericity_with_three_levels_against_pingouin():
+    import pandas as pd
+    import pingouin as pg
+    values = {'a': [0.61, 0.55, 0.72, 0.58], 'b': [0.41, 0.52, 0.38, 0.47], 'c': [0.50, 0.58, 0.44, 0.61]}
+    wide = pd.DataFrame(values)
+    s = stats.sphericity(values)
+    assert s['W'] == pytest.approx(pg.sphericity(wide).W) and s['eps_gg'] == pytest.approx(pg.epsilon(wide))
+
+
+def test_pairwise_paired_skips_a_constant_difference(no_warnings):
+    """a - b is the same for every subject (a + b is not): no t for that pair, the others tested."""
+    rows = stats.pairwise_paired({'a': [1.0, 2.0, 3.0], 'b': [2.0, 3.0, 4.0], 'c': [0.5, 2.5, 2.0]})
+    by = {tuple(r['levels']): r for r in rows}
+    assert by['a', 'b']['t'] is None and by['a', 'b']['p'] is None
+    assert by['a', 'c']['p'] == pytest.approx(sps.ttest_rel([1.0, 2.0, 3.0], [0.5, 2.5, 2.0]).pvalue)
