@@ -6,8 +6,10 @@ same samples, make chunking exactly invariant, and make each objective a
 deterministic function of the parameters: its gradient is checked against
 central finite differences.
 """
+import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.distributions as dist
@@ -302,6 +304,32 @@ def test_default_dreg_estimator_is_the_released_one(multi, fn):
                                for kw in ({}, {'true_dreg': False}, {'true_dreg': True}))
     assert all(torch.equal(a, b) for a, b in zip(default, released, strict=True))
     assert not all(torch.allclose(a, b) for a, b in zip(default, true, strict=True))
+
+
+def test_kl_without_a_closed_form_is_a_100_sample_estimate():
+    """torch has no KL(Normal || StudentT): the released fallback, a Monte Carlo mean over 100 samples."""
+    from scipy import integrate
+    from scipy import stats as sps
+    q, p = dist.Normal(torch.tensor([0.3]), torch.tensor([0.8])), dist.StudentT(torch.tensor([3.0]))
+    torch.manual_seed(4)
+    got = O.kl_divergence(q, p)
+    torch.manual_seed(4)
+    z = q.rsample(torch.Size([100]))
+    assert torch.allclose(got, (q.log_prob(z) - p.log_prob(z)).mean(0))
+    exact = integrate.quad(lambda v: sps.norm.pdf(v, 0.3, 0.8) * (sps.norm.logpdf(v, 0.3, 0.8) - sps.t.logpdf(v, 3)),
+                           -np.inf, np.inf)[0]
+    assert got.item() == pytest.approx(exact, abs=0.1)  # 100 samples: within a few standard errors
+
+
+def test_objective_defaults_are_the_released_ones(multi):
+    """Without --looser or --dreg-estimator true: the tight bound and the released DReG estimator."""
+    moe = JOINTS['moe'].objectives()
+    assert O.get_objective(moe, 'iwae') is O.m_iwae
+    dreg = O.get_objective(moe, 'dreg')
+    assert dreg.func is O.m_dreg and dreg.keywords == {'true_dreg': False}
+    assert O.model_objective(multi, 'dreg').keywords == {'true_dreg': False}
+    with pytest.raises(dataclasses.FrozenInstanceError):  # a model's objectives are not changed by accident
+        moe.test = O.m_elbo
 
 
 def test_objective_sets_of_the_joint_rules():
