@@ -231,7 +231,10 @@ def no_warnings():
 def test_undefined_quantities_are_none_without_warnings(no_warnings):
     assert stats.mean_ci([3.0]) == {'mean': 3.0, 'lo': None, 'hi': None, 'sd': None, 'n': 1}
     assert stats.cohens_d([1.0, 1.0], [2.0, 2.0]) is None  # no variance
-    assert stats.cohens_d([1.0, 2.0], [2.0]) is None  # one value
+    assert stats.cohens_d([1.0, 2.0], [2.0]) is None and stats.cohens_d([2.0], [1.0, 2.0]) is None  # one value
+    assert stats.paired([0.4], [0.2])['t'] is None  # one pair
+    assert stats.paired([0.0, 0.0, 0.0], [0.0, 0.0, 0.0])['t'] is None  # all zero: no difference at all
+    assert stats.anova([[1.0, 2.0, 3.0]])['F'] is None  # one group
     for x, y in (([1.0], [1.0, 2.0, 3.0]), ([1.0, 2.0, 3.0], [1.0]), ([1.0, 1.0], [2.0, 2.0])):
         assert stats.welch(x, y)['t'] is None and stats.welch(x, y)['p'] is None
     assert stats.one_sample([0.5], 1 / 9)['t'] is None
@@ -247,6 +250,7 @@ def test_undefined_quantities_are_none_without_warnings(no_warnings):
 
 def test_two_values_per_side_are_enough():
     x, y = [0.3, 0.5], [0.1, 0.4]
+    assert stats.cohens_d(x, y) == pytest.approx(0.15 / math.sqrt((0.02 + 0.045) / 2))
     ref = sps.ttest_ind(x, y, equal_var=False)
     assert stats.welch(x, y)['t'] == pytest.approx(ref.statistic)
     ref = sps.ttest_rel(x, [0.1, 0.1])
