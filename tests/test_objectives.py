@@ -295,12 +295,12 @@ def test_default_is_one_sample(uni, multi, fn):
         assert fn(model, x, 1).item() != pytest.approx(fn(model, x, 3).item(), rel=1e-6)
 
 
-@pytest.mark.parametrize('fn', [O.m_dreg, O.m_dreg_looser, SUBSAMPLED[2]], ids=lambda f: f.__name__)
-def test_default_dreg_estimator_is_the_released_one(multi, fn):
+@pytest.mark.parametrize('fn', [O.dreg, O.m_dreg, O.m_dreg_looser, SUBSAMPLED[2]], ids=lambda f: f.__name__)
+def test_default_dreg_estimator_is_the_released_one(uni, multi, fn):
     """Without true_dreg, the encoder gradients are the released code's (weights w~, not w~^2)."""
-    xs, K = mdata(), 5
-    enc = [p for v in multi.vaes for p in v.enc.parameters()]
-    default, released, true = (grads(fn(multi, xs, K, **kw), enc)
+    model, xs, K = (uni, data(), 5) if fn is O.dreg else (multi, mdata(), 5)
+    enc = [p for v in getattr(model, 'vaes', [model]) for p in v.enc.parameters()]
+    default, released, true = (grads(fn(model, xs, K, **kw), enc)
                                for kw in ({}, {'true_dreg': False}, {'true_dreg': True}))
     assert all(torch.equal(a, b) for a, b in zip(default, released, strict=True))
     assert not all(torch.allclose(a, b) for a, b in zip(default, true, strict=True))
