@@ -116,3 +116,4 @@ def test_cross_matrix_decodes_each_encoders_samples(joint):
         recon = m.reconstruct(xs)
         for d, decoder in enumerate(m.vaes):
             assert torch.allclose(recon[e][d], decoder.dec(z[:1])[0].squeeze(0)), (e, d)
+    assert [z.shape for z in m(xs)[2]] == [(1, 4, 3)] * 2  # one sample by default, as the released forward
