@@ -84,21 +84,33 @@ def test_mixture_of_products_components_are_every_subset():
     assert same(poe, product_of_experts([prior, e[0]]))  # MVAE: the prior expert always
 
 
-def test_mixture_density_and_draws():
+@pytest.mark.parametrize('C', [2, 3])
+def test_mixture_density_and_draws(C):
     """log q = log mean_c q_c (summed over dimensions); each draw is one component's, chosen uniformly."""
-    comps = [dist.Normal(torch.full((4, D), m), torch.full((4, D), 0.1)) for m in (-10.0, 10.0, 30.0)]
+    means = (-10.0, 10.0, 30.0)[:C]
+    comps = [dist.Normal(torch.full((4, D), m), torch.full((4, D), 0.1)) for m in means]
     q = Mixture(comps)
-    z = 10 + 0.1 * torch.randn(5, 4, D)  # near the middle component: no density underflows
-    by_hand = torch.log(sum(c.log_prob(z).sum(-1).exp() for c in comps) / 3)
+    z = 10 + 0.1 * torch.randn(5, 4, D)  # near the second component: no density underflows
+    by_hand = torch.log(sum(c.log_prob(z).sum(-1).exp() for c in comps) / C)
     assert torch.allclose(q.log_prob(z), by_hand)
     torch.manual_seed(0)
     draws = q.rsample(torch.Size([3000]))
     assert draws.shape == (3000, 4, D)
     which = ((draws[..., 0] + 10) / 20).round()  # 0, 1 or 2: the component each draw came from
     assert torch.allclose((draws[..., 1] + 10) / 20, which, atol=0.05)  # both dimensions from the same one
-    frac = torch.stack([(which == c).double().mean() for c in range(3)])
-    assert torch.allclose(frac, torch.full((3,), 1 / 3), atol=0.02)
-    assert torch.allclose(q.mean, torch.full((4, D), 10.0))
+    frac = torch.stack([(which == c).double().mean() for c in range(C)])
+    assert torch.allclose(frac, torch.full((C,), 1 / C), atol=0.02)
+    assert torch.allclose(q.mean, torch.full((4, D), sum(means) / C))
+
+
+def test_mixture_of_products_described_in_words():
+    """calculate_likelihoods' JSON names each proposal's components: every subset, the prior expert in the
+    full product only, '(normalised)' on the products."""
+    mopoe = JOINTS['mopoe']
+    assert mopoe.describe(['a', 'b', 'c'], full=True) == [
+        'q(z|a)', 'q(z|b)', 'q(z|c)', 'q(z|a) q(z|b) (normalised)', 'q(z|a) q(z|c) (normalised)',
+        'q(z|b) q(z|c) (normalised)', 'q(z|a) q(z|b) q(z|c) p(z) (normalised)']
+    assert mopoe.describe(['a', 'b'], full=False) == ['q(z|a)', 'q(z|b)', 'q(z|a) q(z|b) (normalised)']
 
 
 # ---------------------------------------------------------------- objectives on a tiny model, fixed noise

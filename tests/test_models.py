@@ -117,3 +117,18 @@ def test_cross_matrix_decodes_each_encoders_samples(joint):
         for d, decoder in enumerate(m.vaes):
             assert torch.allclose(recon[e][d], decoder.dec(z[:1])[0].squeeze(0)), (e, d)
     assert [z.shape for z in m(xs)[2]] == [(1, 4, 3)] * 2  # one sample by default, as the released forward
+    assert not any(t.requires_grad for row in m.reconstruct(xs) for t in row)  # figures: no graph kept
+    assert not any(t.requires_grad for t in m.generate(5))
+
+
+@pytest.mark.parametrize('model, joint, ok', [('mnist', 'poe', False), ('mnist', 'moe', True),
+                                               ('mnist_svhn', 'poe', True)])
+def test_joint_posterior_applies_to_multimodal_models_only(model, joint, ok):
+    from src.cli import check_model_flags, parse_args
+    from src.errors import UserError
+    argv = ['--model', model, '--joint-posterior', joint]
+    if ok:
+        check_model_flags(parse_args(argv))
+    else:
+        with pytest.raises(UserError, match='one modality'):
+            check_model_flags(parse_args(argv))
