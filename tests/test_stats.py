@@ -138,6 +138,10 @@ def test_ols_anova_against_statsmodels_and_f_oneway():
     assert r['df'] == [2, 9] and r['sum_sq'] == pytest.approx(list(ref['sum_sq']))
     assert r['F'] == pytest.approx(sps.f_oneway(X, Y, [0.2, 0.3, 0.25]).statistic)  # one-way: the same F
     assert stats.ols_anova({'a': [1.0, 1.0], 'b': [2.0, 2.0]})['F'] is None  # no residual variance
+    small = stats.ols_anova({'a': [v * 1e-4 for v in X], 'b': [v * 1e-4 for v in Y]})  # F has no unit
+    assert small['F'] == pytest.approx(stats.ols_anova({'a': X, 'b': Y})['F'])
+    assert stats.ols_anova({'a': [1.0], 'b': [2.0]}) == {'F': None, 'p': None, 'df': None, 'sum_sq': None,
+                                                        'n': [1, 1]}  # no residual at all
 
 
 RM = {'a': [0.8, 0.7, 0.9, 0.6, 0.5], 'b': [0.7, 0.5, 0.8, 0.6, 0.4], 'c': [0.4, 0.5, 0.6, 0.3, 0.35],
@@ -238,6 +242,8 @@ def test_undefined_quantities_are_none_without_warnings(no_warnings):
     for x, y in (([1.0], [1.0, 2.0, 3.0]), ([1.0, 2.0, 3.0], [1.0]), ([1.0, 1.0], [2.0, 2.0])):
         assert stats.welch(x, y)['t'] is None and stats.welch(x, y)['p'] is None
     assert stats.one_sample([0.5], 1 / 9)['t'] is None
+    assert stats.paired([], [])['t'] is None and stats.paired([], [])['n'] == 0
+    assert stats.anova_rm({'a': [1.0, 2.0, 3.0]})['F'] is None  # one level
     for groups in ([[1.0], [2.0]], [[1.0, 1.0], [2.0, 2.0]], [[1.0, 1.0], [1.0, 1.0]]):
         a = stats.anova(groups)
         assert a['F'] is None and a['p'] is None
@@ -248,8 +254,14 @@ def test_undefined_quantities_are_none_without_warnings(no_warnings):
     assert stats.anova_rm(one_subject)['F'] is None and stats.anova_rm(one_subject)['n_subjects'] == 1
 
 
+def test_paired_values_come_in_pairs():
+    with pytest.raises(ValueError):
+        stats.paired([0.1, 0.2, 0.3], [0.1, 0.2])
+
+
 def test_two_values_per_side_are_enough():
     x, y = [0.3, 0.5], [0.1, 0.4]
+    assert stats.one_sample(x, 0.1)['p'] == pytest.approx(sps.ttest_1samp(x, 0.1).pvalue)
     assert stats.cohens_d(x, y) == pytest.approx(0.15 / math.sqrt((0.02 + 0.045) / 2))
     ref = sps.ttest_ind(x, y, equal_var=False)
     assert stats.welch(x, y)['t'] == pytest.approx(ref.statistic)
