@@ -103,7 +103,7 @@ def test_mixture_density_and_draws(C):
     assert torch.allclose(q.mean, torch.full((4, D), sum(means) / C))
 
 
-def test_mixture_of_products_described_in_words():
+def test_joint_posteriors_described_in_words():
     """calculate_likelihoods' JSON names each proposal's components: every subset, the prior expert in the
     full product only, '(normalised)' on the products."""
     mopoe = JOINTS['mopoe']
@@ -111,6 +111,20 @@ def test_mixture_of_products_described_in_words():
         'q(z|a)', 'q(z|b)', 'q(z|c)', 'q(z|a) q(z|b) (normalised)', 'q(z|a) q(z|c) (normalised)',
         'q(z|b) q(z|c) (normalised)', 'q(z|a) q(z|b) q(z|c) p(z) (normalised)']
     assert mopoe.describe(['a', 'b'], full=False) == ['q(z|a)', 'q(z|b)', 'q(z|a) q(z|b) (normalised)']
+    assert JOINTS['poe'].describe(['a', 'b'], full=True) == ['p(z) q(z|a) q(z|b) (normalised)']
+    assert JOINTS['moe'].describe(['a', 'b'], full=True) == ['q(z|a)', 'q(z|b)']
+
+
+def test_one_component_draws_as_its_component():
+    """A one-component posterior (the product of experts) samples exactly as its component: the same draws,
+    and the random stream left where the component leaves it (training and evaluation draws continue alike)."""
+    c = dist.Normal(torch.zeros(4, D), torch.ones(4, D))
+    torch.manual_seed(0)
+    mine = [Mixture([c]).rsample(torch.Size([2])) for _ in range(2)]
+    torch.manual_seed(0)
+    theirs = [c.rsample(torch.Size([2])) for _ in range(2)]
+    assert all(torch.equal(a, b) for a, b in zip(mine, theirs, strict=True))
+    assert torch.allclose(Mixture([c]).log_prob(mine[0]), c.log_prob(mine[0]).sum(-1))
 
 
 # ---------------------------------------------------------------- objectives on a tiny model, fixed noise

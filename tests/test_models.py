@@ -119,6 +119,9 @@ def test_cross_matrix_decodes_each_encoders_samples(joint):
     assert [z.shape for z in m(xs)[2]] == [(1, 4, 3)] * 2  # one sample by default, as the released forward
     assert not any(t.requires_grad for row in m.reconstruct(xs) for t in row)  # figures: no graph kept
     assert not any(t.requires_grad for t in m.generate(5))
+    assert not m.vaes[0].reconstruct(xs[0]).requires_grad and not m.vaes[0].generate(5).requires_grad
+    with pytest.raises(ValueError):  # one input per modality
+        m.experts(xs[:1])
 
 
 @pytest.mark.parametrize('model, joint, ok', [('mnist', 'poe', False), ('mnist', 'moe', True),
