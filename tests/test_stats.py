@@ -294,6 +294,12 @@ def test_sphericity_with_three_levels_against_pingouin():
     assert s['W'] == pytest.approx(pg.sphericity(wide).W) and s['eps_gg'] == pytest.approx(pg.epsilon(wide))
 
 
+def test_shaffer_adjusted_p_is_at_most_one():
+    rows = stats.pairwise_paired({'a': [0.5, 0.6, 0.4, 0.55], 'b': [0.52, 0.58, 0.43, 0.5],
+                                  'c': [0.49, 0.61, 0.41, 0.56]})  # no real differences: p * 3 > 1
+    assert max(r['p'] for r in rows) * 3 > 1 and max(r['p_shaffer'] for r in rows) == 1.0
+
+
 def test_pairwise_paired_skips_a_constant_difference(no_warnings):
     """a - b is the same for every subject (a + b is not): no t for that pair, the others tested."""
     rows = stats.pairwise_paired({'a': [1.0, 2.0, 3.0], 'b': [2.0, 3.0, 4.0], 'c': [0.5, 2.5, 2.0]})
