@@ -244,6 +244,8 @@ def test_undefined_quantities_are_none_without_warnings(no_warnings):
     assert stats.one_sample([0.5], 1 / 9)['t'] is None
     assert stats.paired([], [])['t'] is None and stats.paired([], [])['n'] == 0
     assert stats.anova_rm({'a': [1.0, 2.0, 3.0]})['F'] is None  # one level
+    assert stats.ols_anova({'a': [1.0, 2.0, 3.0]})['F'] is None  # one group
+    assert stats.complete_subjects({}) == [] and stats.anova_rm({})['n_subjects'] == 0  # no levels
     for groups in ([[1.0], [2.0]], [[1.0, 1.0], [2.0, 2.0]], [[1.0, 1.0], [1.0, 1.0]]):
         a = stats.anova(groups)
         assert a['F'] is None and a['p'] is None
