@@ -21,6 +21,9 @@ def test_registry_names_classes_built_from_flags():
     for name in ('mnist', 'svhn', 'mnist_svhn'):
         assert MODELS[name].name == name
         assert isinstance(MODELS[name](flags()), torch.nn.Module)
+    vae, pair = MODELS['mnist'](flags()), MODELS['mnist_svhn'](flags())
+    assert vae.vaes == [vae] and vae.modalities == ['mnist']  # a VAE is a model of one modality, itself
+    assert pair.modalities == ['mnist', 'svhn'] and [v.name for v in pair.vaes] == pair.modalities
 
 
 @pytest.mark.parametrize('name, size', [('mnist', (1, 28, 28)), ('svhn', (3, 32, 32))])
