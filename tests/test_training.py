@@ -18,6 +18,7 @@ from src import checkpoint, distributed, train
 from src import objectives as O
 from src.cli import parse_args
 from src.data import tensors
+from src.errors import UserError
 from tests import tiny
 
 
@@ -131,6 +132,21 @@ def test_train_epoch_sums_the_loss_reports_each_step_and_checkpoints_every_n():
     assert more['items'] == 5 + 8 and more['loss'] == pytest.approx(1.0 - values[-1].item())
 
 
+def test_print_freq_one_logs_every_step():
+    r = fixed_trainer('--print-freq', '1')
+    messages, log = Messages(), logging.getLogger('mmvae')
+    level = log.level
+    log.setLevel(logging.INFO)
+    log.addHandler(messages)
+    try:
+        train.train_epoch(r, 1)
+    finally:
+        log.removeHandler(messages)
+        log.setLevel(level)
+    assert [m.split('loss/item')[0].split()[-1] for m in messages.messages if 'loss/item' in m] == \
+        ['0/4', '1/4', '2/4', '3/4']
+
+
 def test_a_non_finite_loss_stops_or_is_skipped():
     r = fixed_trainer()
     step = r.step_fn
@@ -146,8 +162,17 @@ def test_a_non_finite_loss_stops_or_is_skipped():
     assert (e.value.epoch, e.value.step, e.value.steps) == (1, 2, 4)
     r.args.skip_nonfinite = True
     calls.clear()
-    totals = train.train_epoch(r, 1)
+    messages, log = Messages(), logging.getLogger('mmvae')
+    level = log.level
+    log.setLevel(logging.INFO)
+    log.addHandler(messages)
+    try:
+        totals = train.train_epoch(r, 1)
+    finally:
+        log.removeHandler(messages)
+        log.setLevel(level)
     assert totals['skipped'] == 1 and totals['items'] == 24
+    assert [m.split(':')[0].split() for m in messages.messages if 'non-finite' in m] == [['epoch', '1', 'step', '2/4']]
     calls[:] = [1]  # the first step of the next epoch non-finite: nothing trained yet when it is skipped
     totals = train.train_epoch(r, 2)
     assert totals['skipped'] == 1 and totals['items'] == 24
@@ -167,6 +192,35 @@ def test_test_epoch_is_the_per_item_test_bound_and_the_ranks_add_up():
     assert sum(shares) == pytest.approx(whole) and all(s != pytest.approx(whole) for s in shares)
     with pytest.raises(train.Stop):
         train.test_epoch(r.model, tensors.BatchLoader(data, 5), objective, K, stopper=SimpleNamespace(requested=True))
+    grad_enabled = []
+    spy = lambda *a: grad_enabled.append(torch.is_grad_enabled()) or objective(*a)  # noqa: E731
+    train.test_epoch(r.model, tensors.BatchLoader(data, 5), spy, K)
+    assert grad_enabled == [False] * 3  # evaluation keeps no graph
+
+
+def test_restore_of_a_checkpoint_without_optimiser_is_an_error_line():
+    r = fixed_trainer()
+    with pytest.raises(UserError, match='does not fit model'):
+        train.restore(r, {'model': r.model.state_dict()}, 'ckpt.pt')
+
+
+def test_a_checkpoint_flushes_the_tensorboard_events_first(tmp_path, monkeypatch):
+    """A run stopped after a checkpoint has the events up to it on disk."""
+    r, order = fixed_trainer(), []
+    r.dir = str(tmp_path)
+    r.tracker = SimpleNamespace(flush=lambda: order.append('flush'))
+    monkeypatch.setattr(train.checkpoint, 'save', lambda d, state: order.append('save'))
+    monkeypatch.setattr(train.checkpoint, 'position', lambda state: 'here')
+    train.save_checkpoint(r, train.Progress(), 0, 1, train.new_totals(), r.train_loader.get_state(), {})
+    assert order == ['flush', 'save']
+
+
+@pytest.mark.parametrize('compile_', [False, True])
+def test_networks_compiled_only_with_compile(compile_):
+    """--compile wraps the decoders in torch.compile (lazily: nothing is compiled until a forward pass)."""
+    r = fixed_trainer(*(['--compile'] if compile_ else []))
+    train.build_objectives(r.args, r.model, r.device)
+    assert [v.dec._compiled_call_impl is not None for v in r.model.vaes] == [compile_] * 2
 
 
 @pytest.mark.parametrize('estimator', ['released', 'true'])
