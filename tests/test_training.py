@@ -198,10 +198,28 @@ def test_test_epoch_is_the_per_item_test_bound_and_the_ranks_add_up():
     assert grad_enabled == [False] * 3  # evaluation keeps no graph
 
 
-def test_restore_of_a_checkpoint_without_optimiser_is_an_error_line():
-    r = fixed_trainer()
+def test_restore_of_a_checkpoint_that_does_not_fit_is_an_error_line():
+    """Missing optimiser state (KeyError), weights of other shapes (RuntimeError), an optimiser of other
+    parameters (ValueError): one error line, with the first line of the cause."""
+    r, other = fixed_trainer(), fixed_trainer('--latent-dim', '4')
     with pytest.raises(UserError, match='does not fit model'):
         train.restore(r, {'model': r.model.state_dict()}, 'ckpt.pt')
+    with pytest.raises(UserError, match=r'\(Error\(s\) in loading state_dict'):
+        train.restore(r, {'model': other.model.state_dict(), 'optimizer': r.optimizer.state_dict()}, 'ckpt.pt')
+    fewer = torch.optim.Adam(list(r.model.parameters())[:2])
+    with pytest.raises(UserError, match='does not fit model'):
+        train.restore(r, {'model': r.model.state_dict(), 'optimizer': fewer.state_dict()}, 'ckpt.pt')
+
+
+def test_restore_of_an_older_checkpoint_counts_no_skipped_batches(monkeypatch):
+    """Checkpoints written before --skip-nonfinite have no skipped_batches: none were skipped."""
+    r = fixed_trainer()
+    monkeypatch.setattr(train, 'set_rng_states', lambda rng, device: None)
+    ckpt = {'model': r.model.state_dict(), 'optimizer': r.optimizer.state_dict(), 'epoch': 2, 'step': 0,
+            'partial': None, 'losses': {'train': [1.0, 2.0], 'test': [1.0, 2.0], 'epoch_seconds': [1.0, 1.0]},
+            'loader': r.train_loader.get_state(), 'rng': None}
+    monkeypatch.setattr(train.checkpoint, 'position', lambda state: 'here')
+    assert train.restore(r, ckpt, 'ckpt.pt').losses['skipped_batches'] == [0, 0]
 
 
 def test_a_checkpoint_flushes_the_tensorboard_events_first(tmp_path, monkeypatch):
