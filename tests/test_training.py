@@ -132,6 +132,14 @@ def test_train_epoch_sums_the_loss_reports_each_step_and_checkpoints_every_n():
     assert more['items'] == 5 + 8 and more['loss'] == pytest.approx(1.0 - values[-1].item())
 
 
+@pytest.mark.parametrize('every, saved', [('1', [1, 2, 3]), ('3', [3]), ('4', [])])
+def test_checkpoint_every_n_steps_but_not_after_the_last(every, saved):
+    """Four steps an epoch: a checkpoint after every n-th step, none after the last (the epoch's end saves)."""
+    r, got = fixed_trainer('--checkpoint-every', every), []
+    train.train_epoch(r, 1, save_step=lambda n, t: got.append(n))
+    assert got == saved
+
+
 def test_print_freq_one_logs_every_step():
     r = fixed_trainer('--print-freq', '1')
     messages, log = Messages(), logging.getLogger('mmvae')
