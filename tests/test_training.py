@@ -2,6 +2,7 @@
 loss of every objective of every joint rule; a run stopped by SIGTERM in the middle of an epoch and resumed ends
 bit for bit where the uninterrupted run ends (weights, optimiser, losses, loader, every random state), from the
 newest of its two checkpoints."""
+import contextlib
 import json
 import logging
 import os
@@ -87,6 +88,20 @@ class Messages(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+@contextlib.contextmanager
+def logged():
+    """The messages the project's logger logs at INFO inside the block (a list, filled as they come)."""
+    handler, log = Messages(), logging.getLogger('mmvae')
+    level = log.level
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
+    try:
+        yield handler.messages
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
 class Tracker:
     def __init__(self):
         self.steps = []
@@ -104,25 +119,18 @@ def test_train_epoch_sums_the_loss_reports_each_step_and_checkpoints_every_n():
     r = fixed_trainer('--print-freq', '2', '--checkpoint-every', '2')
     values, batches, step = [], [], r.step_fn
     r.step_fn = lambda x, K: batches.append(x) or values.append(step(x, K)) or values[-1]
-    r.tracker, saved, messages = Tracker(), [], Messages()
-    log = logging.getLogger('mmvae')
-    level = log.level
-    log.setLevel(logging.INFO)
-    log.addHandler(messages)
-    try:
+    r.tracker, saved = Tracker(), []
+    with logged() as messages:
         totals = train.train_epoch(r, 3, save_step=lambda n, t: saved.append((n, dict(t))))
-    finally:
-        log.removeHandler(messages)
-        log.setLevel(level)
     got = [v.item() for v in values]
     assert len(got) == 4 and totals['items'] == 32 and totals['skipped'] == 0
     assert totals['loss'] == pytest.approx(-sum(got))
     assert r.tracker.steps == [(pytest.approx(-v / 8), 8 + i + 1) for i, v in enumerate(got)]
     assert saved == [(2, dict(totals, loss=pytest.approx(-sum(got[:2])), items=16))]
-    logged = [m for m in messages.messages if 'loss/item' in m]
-    assert [m.split('loss/item')[0].split() for m in logged] == [['epoch', '3', 'batch', '0/4'],
+    logged_lines = [m for m in messages if 'loss/item' in m]
+    assert [m.split('loss/item')[0].split() for m in logged_lines] == [['epoch', '3', 'batch', '0/4'],
                                                                   ['epoch', '3', 'batch', '2/4']]
-    assert float(logged[1].split()[-1]) == pytest.approx(-got[2] / 8, abs=1e-4)
+    assert float(logged_lines[1].split()[-1]) == pytest.approx(-got[2] / 8, abs=1e-4)
     # a resumed epoch trains its batches from the step it stopped at, adding to its running sums
     state = r.train_loader.get_state()
     last = next(r.train_loader.iter_from(3))[0]
@@ -142,16 +150,9 @@ def test_checkpoint_every_n_steps_but_not_after_the_last(every, saved):
 
 def test_print_freq_one_logs_every_step():
     r = fixed_trainer('--print-freq', '1')
-    messages, log = Messages(), logging.getLogger('mmvae')
-    level = log.level
-    log.setLevel(logging.INFO)
-    log.addHandler(messages)
-    try:
+    with logged() as messages:
         train.train_epoch(r, 1)
-    finally:
-        log.removeHandler(messages)
-        log.setLevel(level)
-    assert [m.split('loss/item')[0].split()[-1] for m in messages.messages if 'loss/item' in m] == \
+    assert [m.split('loss/item')[0].split()[-1] for m in messages if 'loss/item' in m] == \
         ['0/4', '1/4', '2/4', '3/4']
 
 
@@ -170,17 +171,10 @@ def test_a_non_finite_loss_stops_or_is_skipped():
     assert (e.value.epoch, e.value.step, e.value.steps) == (1, 2, 4)
     r.args.skip_nonfinite = True
     calls.clear()
-    messages, log = Messages(), logging.getLogger('mmvae')
-    level = log.level
-    log.setLevel(logging.INFO)
-    log.addHandler(messages)
-    try:
+    with logged() as messages:
         totals = train.train_epoch(r, 1)
-    finally:
-        log.removeHandler(messages)
-        log.setLevel(level)
     assert totals['skipped'] == 1 and totals['items'] == 24
-    assert [m.split(':')[0].split() for m in messages.messages if 'non-finite' in m] == [['epoch', '1', 'step', '2/4']]
+    assert [m.split(':')[0].split() for m in messages if 'non-finite' in m] == [['epoch', '1', 'step', '2/4']]
     calls[:] = [1]  # the first step of the next epoch non-finite: nothing trained yet when it is skipped
     totals = train.train_epoch(r, 2)
     assert totals['skipped'] == 1 and totals['items'] == 24
