@@ -361,3 +361,37 @@ def test_stats_only_again_gives_the_same_summary(stats_only_study, tmp_path):
     for k in ('groups', 'authors', 'ours', 'budget', 'not_above_chance', 'stale', 'missing'):
         assert new[k] == old[k], k
     assert (copy / 'synthesized.csv').read_text() == (d / 'synthesized.csv').read_text()
+
+
+def _same(a, b, path=''):
+    """Equal JSON values, floats to 1e-9 relative (another scipy may move the last bits)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), path
+        for k in a:
+            _same(a[k], b[k], f'{path}.{k}')
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f'{path}[{i}]')
+    elif isinstance(a, float):
+        assert b == pytest.approx(a, rel=1e-9, abs=1e-12, nan_ok=True), path
+    else:
+        assert a == b, path
+
+
+def test_published_offline_study_recomputes(tmp_path):
+    """docs/numbersense.md's offline tables are docs/results/numbersense_offline/summary.json: the
+    statistics of its committed per-run files, recomputed now, are the published ones (a change to the
+    statistics that moves a published number fails here, until the results are recomputed)."""
+    import shutil
+    published = os.path.join(ROOT, 'docs', 'results', 'numbersense_offline')
+    copy = tmp_path / 'numbersense_offline'
+    shutil.copytree(published, copy, ignore=shutil.ignore_patterns('summary.*', 'synthesized.csv', '*.png',
+                                                                   'study.log'))
+    study.main(['--offline', '--seeds', '3', '--epochs', '10', '--study-dir', str(copy), '--stats-only'])
+    new, old = (json.load(open(os.path.join(x, 'summary.json'))) for x in (copy, published))
+    assert old['n_runs'] == 9 and old['stale'] == [] and old['missing'] == []
+    for k in ('groups', 'authors', 'ours', 'budget', 'not_above_chance', 'measures'):
+        _same(old[k], new[k], k)
+    pd.testing.assert_frame_equal(pd.read_csv(copy / 'synthesized.csv'),
+                                  pd.read_csv(os.path.join(published, 'synthesized.csv')), rtol=1e-9)
