@@ -98,7 +98,7 @@ def test_an_interrupted_mnist_unpack_is_never_taken_for_complete(mnist_files, no
     with open(path, 'wb') as f:
         f.write(rf.idx_bytes(np.zeros((300, 28, 28)))[:5000])
     assert 'cut short' in pdigits.idx_problem(path)
-    with pytest.raises(UserError, match='(?s)train-images-idx3-ubyte: 5,000 bytes .* cut short.*src.data.prepare mnist'):
+    with pytest.raises(UserError, match='(?s)idx3-ubyte: 5,000 bytes .* cut short.*src.data.prepare mnist'):
         digits.mnist_arrays('train', d, offline=False)
     assert run_cli(['mnist', '--data-dir', d], capsys)[0] == 0  # the command unpacks it again from its .gz
     assert pdigits.idx_problem(path) is None and len(digits.mnist_arrays('train', d, offline=False)[1]) == 300
@@ -416,3 +416,70 @@ def test_unknown_dataset_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(['mnist', 'imagenet'])
     assert e.value.code == 2 and "invalid choice: 'imagenet'" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ end to end: main.py and the analyses
+# without --offline, on the files above
+
+def trained(out, model, data_dir, *flags):
+    import glob
+
+    import main as main_py
+    assert main_py.main(['--model', model, '--data-dir', data_dir, '--out-dir', out, '--epochs', '1',
+                         '--max-steps', '3', '--K', '2', '--obj', 'dreg', '--looser', '--learn-prior',
+                         '--no-analytics', *flags]) == 0
+    (run,) = glob.glob(os.path.join(out, model, '*'))
+    with open(os.path.join(run, 'args.json')) as f:
+        saved = __import__('json').load(f)
+    assert saved['offline_data'] is False and not saved['flags']['offline']
+    return run, saved
+
+
+def read_json(run, name):
+    import json
+    with open(os.path.join(run, name)) as f:
+        return json.load(f)
+
+
+@pytest.mark.slow
+def test_mnist_svhn_trained_and_analysed_on_the_published_formats(mnist_files, svhn_files, tmp_path, no_network,
+                                                                   capsys):
+    from src.report import analyse_ms, calculate_likelihoods
+    d = mnist_files[0]
+    assert d == svhn_files[0] and cli.main(['mnist', 'svhn', '--data-dir', d]) == 0
+    out = str(tmp_path / 'runs')
+    run, saved = trained(out, 'mnist_svhn', d, '--batch-size', '32', '--max-test-items', '100')
+    assert saved['data_source'] == 'torchvision MNIST; torchvision SVHN'
+    assert 'OFFLINE' not in open(os.path.join(run, 'run.log')).read()
+    for model in ('mnist', 'svhn'):  # the unimodal runs read the same files
+        assert trained(out, model, d, '--batch-size', '32', '--max-test-items', '50')[1]['data_source'] == \
+            f'torchvision {model.upper()}'
+    calculate_likelihoods.main(['--save-dir', run, '--iwae-samples', '4', '--max-items', '40', '--chunk-items', '20'])
+    lik = read_json(run, 'likelihoods.json')
+    assert lik['offline_data'] is False and lik['n_items'] == 40 and np.isfinite(lik['joint'])
+    analyse_ms.main(['--save-dir', run, '--latent-epochs', '1', '--classifier-epochs', '1', '--batch-size', '64',
+                     '--joint-samples', '200', '--max-items', '100'])
+    ms = read_json(run, 'analyse_ms.json')
+    assert ms['offline_data'] is False and set(ms['cross_coherence']) == {'mnist->svhn', 'svhn->mnist'}
+    assert os.sep + os.path.join('classifiers', 'real') + os.sep in ms['classifiers']['svhn']['path']
+
+
+@pytest.mark.slow
+def test_cub_trained_and_analysed_from_the_archives(miniature, resnet_file, tmp_path, no_network, capsys):
+    from src.report import analyse_cub
+    images, captions = miniature
+    d = str(tmp_path / 'data')
+    assert cli.main(['cub', 'resnet', '--data-dir', d, '--cub-images', images, '--cub-captions', captions,
+                     '--resnet-weights', resnet_file]) == 0
+    out = str(tmp_path / 'runs')
+    for model in ('cubIS', 'cubISft'):
+        run, saved = trained(out, model, d, '--batch-size', '8', '--latent-dim', '8')
+        assert saved['data_source'].startswith('CUB-200-2011 images with the Reed et al. (2016) captions')
+        if model == 'cubISft':  # the features of the real images, from the ResNet-101 weights the command placed
+            assert 'ResNet-101 with the torchvision ImageNet weights (resnet101-63fe2227.pth)' in saved['data_source']
+        analyse_cub.main(['--save-dir', run, '--fasttext-dim', '16', '--fasttext-bucket', '2000', '--cca-dim', '4',
+                          '--joint-samples', '6', '--batch-size', '10', '--cca', 'span'])
+        res = read_json(run, 'analyse_cub.json')
+        assert res['offline_data'] is False and not res['stand_in_image_features']
+        truth = res['scores']['ground_truth']
+        assert truth['n'] == 80 and np.isfinite(truth['score'])  # the 80 test pairs of the 8 test birds
