@@ -186,13 +186,16 @@ def cub_archives(tmp_path_factory):
     return images, captions, digest
 
 
+MINIATURE = {'images': 20, 'classes': 5, 'train': 3, 'test': 2, 'train_images': 12, 'test_images': 8}
+
+
 @pytest.fixture
 def miniature(cub_archives, monkeypatch):
     """Lifted for the miniature archives: our md5 of CUB_200_2011.tgz and the published counts
     (11,788 images, 200 classes, 150 + 50), replaced by the miniature's."""
     images, captions, digest = cub_archives
     monkeypatch.setattr(cub, 'IMAGES_MD5', digest)
-    monkeypatch.setattr(cub, 'PUBLISHED', {'images': 20, 'classes': 5, 'train': 3, 'test': 2})
+    monkeypatch.setattr(cub, 'PUBLISHED', MINIATURE)
     _LAYOUTS.clear()
     return images, captions
 
@@ -232,6 +235,18 @@ def test_cub_from_the_two_archives(miniature, tmp_path, no_network, capsys):
     assert os.path.getmtime(os.path.join(root, 'text_testclasses.txt')) == mtime
 
 
+def test_a_cub_folder_that_is_not_the_published_data_is_left_alone(miniature, tmp_path, monkeypatch, capsys):
+    images, captions = miniature
+    d = str(tmp_path / 'data')
+    assert run_cli(['cub', '--data-dir', d, '--cub-images', images, '--cub-captions', captions], capsys)[0] == 0
+    _LAYOUTS.clear()
+    monkeypatch.setattr(cub, 'PUBLISHED', {'images': 11788, 'classes': 200, 'train': 150, 'test': 50,
+                                           'train_images': 8855, 'test_images': 2933})  # the check, not lifted
+    rc, _, err = run_cli(['cub', '--data-dir', d], capsys)
+    assert rc == 2 and 'holds 12 + 8 images of 3 + 2 classes, not the published 8,855 + 2,933 of 150 + 50' in err
+    assert 'move it away' in one_error(err) and len(os.listdir(os.path.join(d, 'cub', 'train'))) == 3
+
+
 def test_an_interrupted_cub_unpack_is_never_taken_for_complete(miniature, tmp_path, monkeypatch, capsys):
     from src.data import cub_layout
     images, captions = miniature
@@ -266,7 +281,8 @@ def test_cub_archives_that_do_not_fit(case, message, miniature, tmp_path, monkey
     if case == 'md5':
         monkeypatch.setattr(cub, 'IMAGES_MD5', '97eceeb196236b17998738112f37df78')  # not lifted
     if case == 'counts':
-        monkeypatch.setattr(cub, 'PUBLISHED', {'images': 11788, 'classes': 200, 'train': 150, 'test': 50})
+        monkeypatch.setattr(cub, 'PUBLISHED', {'images': 11788, 'classes': 200, 'train': 150, 'test': 50,
+                                               'train_images': 8855, 'test_images': 2933})
     if case in ('drop', 'short'):
         name = {'drop': 'Sooty_Albatross_0002_7029.jpg', 'short': 'Laysan_Albatross_0001_7014.jpg'}[case]
         assert name in rf.image_names('003.Sooty_Albatross') + rf.image_names('002.Laysan_Albatross')

@@ -39,8 +39,9 @@ IMAGES_MD5 = '97eceeb196236b17998738112f37df78'
 CAPTIONS_DRIVE_ID = '0B0ywwgffWnLLZW9uVHNjb2JmNlE'  # the "birds" link of github.com/reedscot/cvpr2016
 CAPTIONS_URL = f'https://drive.google.com/open?id={CAPTIONS_DRIVE_ID}'
 CAPTIONS_FILE = 'cvpr2016_cub.tar.gz'
-# Wah et al. (2011): 11,788 images of 200 species; Reed et al. (2016): 150 train+val and 50 test classes
-PUBLISHED = {'images': 11788, 'classes': 200, 'train': 150, 'test': 50}
+# Wah et al. (2011): 11,788 images of 200 species; Reed et al. (2016): 150 train+val and 50 test classes,
+# 8,855 and 2,933 images (the released data/cub/text_testclasses.txt: 29,330 captions, 10 per test image)
+PUBLISHED = {'images': 11788, 'classes': 200, 'train': 150, 'test': 50, 'train_images': 8855, 'test_images': 2933}
 SPLIT_FILES = {'train': 'trainvalclasses.txt', 'test': 'testclasses.txt'}
 
 IMAGE_MEMBER = re.compile(r'^(?:\./)?CUB_200_2011/images/([^/]+)/([^/]+\.jpg)$')
@@ -181,8 +182,10 @@ def write_captions(dst, split, captions):
 def check_counts(counts, listed, splits):
     """The published counts (PUBLISHED), and the images archive's own lists."""
     found = {'images': counts['train'] + counts['test'], 'classes': len(splits['train']) + len(splits['test']),
-             'train': len(splits['train']), 'test': len(splits['test'])}
-    words = {'images': 'images', 'classes': 'classes', 'train': 'train+val classes', 'test': 'test classes'}
+             'train': len(splits['train']), 'test': len(splits['test']), 'train_images': counts['train'],
+             'test_images': counts['test']}
+    words = {'images': 'images', 'classes': 'classes', 'train': 'train+val classes', 'test': 'test classes',
+             'train_images': 'images of the train+val classes', 'test_images': 'images of the test classes'}
     for key, n in PUBLISHED.items():
         if found[key] != n:
             raise UserError(f"the CUB archives give {found[key]:,} {words[key]}, not the published {n:,}.\n"
@@ -208,13 +211,15 @@ def check_prepared(dst):
     """A line for a <data-dir>/cub that is already there, if it is complete; else an error."""
     from ..cub_layout import check_layout
     files = check_layout(dst)  # both image folders and caption files, 10 captions per image
-    n = len(files['train']) + len(files['test'])
+    n = {split: len(files[split]) for split in files}
     classes = {split: len({k for k, _ in files[split]}) for split in files}
-    if (n, classes['train'], classes['test']) != (PUBLISHED['images'], PUBLISHED['train'], PUBLISHED['test']):
-        raise UserError(f"{dst} exists but holds {n:,} images of {classes['train']} + {classes['test']} classes, "
-                        f"not the published {PUBLISHED['images']:,} of {PUBLISHED['train']} + {PUBLISHED['test']}.\n"
+    want = {split: (PUBLISHED[f'{split}_images'], PUBLISHED[split]) for split in files}
+    if any((n[split], classes[split]) != want[split] for split in files):
+        raise UserError(f"{dst} exists but holds {n['train']:,} + {n['test']:,} images of {classes['train']} + "
+                        f"{classes['test']} classes, not the published {want['train'][0]:,} + {want['test'][0]:,} of "
+                        f"{want['train'][1]} + {want['test'][1]}.\n"
                         f"  fix: move it away, and run this command again to build it from the archives")
-    return f"cub: already in place in {dst} ({len(files['train']):,} train / {len(files['test']):,} test images)"
+    return f"cub: already in place in {dst} ({n['train']:,} train / {n['test']:,} test images)"
 
 
 def prepare_cub(data_dir, images=None, captions=None):
