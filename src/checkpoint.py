@@ -14,6 +14,12 @@ checkpoint.next.pt (temporary file, flushed, fsynced, renamed: files.save_torch)
 before it takes checkpoint.pt's place, so a kill or a full disk at any moment
 leaves at least one complete checkpoint; load() takes the most advanced
 readable one.
+
+A run that --max-steps ends inside an epoch tests, saves and draws that epoch
+as usual, and its checkpoints keep, as 'cut', the state at its last step
+before the test (position, running sums, batch order, random states): a
+larger --max-steps or --epochs reopens the epoch there (reopened()), so an
+extended run equals a run given the larger budget from the start.
 """
 import contextlib
 import datetime
@@ -34,6 +40,27 @@ def position(state):
     """Human-readable position of a checkpoint."""
     e, s = state['epoch'], state['step']
     return f'epoch {e} complete' if s == 0 else f'epoch {e + 1}, {s} training steps done'
+
+
+def steps_trained(state, steps_per_epoch):
+    """Training steps a checkpoint has done in all (the final checkpoint records them as steps_done)."""
+    if state.get('steps_done') is not None:
+        return state['steps_done']
+    if state.get('cut'):
+        return (state['epoch'] - 1) * steps_per_epoch + state['cut']['step']
+    return state['epoch'] * steps_per_epoch + state['step']
+
+
+def reopened(state):
+    """A checkpoint at the end of an epoch that --max-steps cut short, reopened at the cut: the epoch's last
+    step before its test, with that epoch's entries taken off the loss history, so that training on gives
+    what a run with the larger budget gives. Other checkpoints as they are."""
+    cut = state.get('cut')
+    if not cut:
+        return state
+    losses = {k: v[:-1] for k, v in state['losses'].items()}  # each a list with one entry per epoch
+    return dict(state, epoch=state['epoch'] - 1, step=cut['step'], partial=cut['partial'], loader=cut['loader'],
+                rng=cut['rng'], losses=losses, finished=False, steps_done=None, cut=None)
 
 
 # ------------------------------------------------------------- save and load

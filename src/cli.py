@@ -25,8 +25,8 @@ NUMBERSENSE_DEFAULTS = {'arch': 'mlp', 'dist': 'normal', 'joint_prior': 'laplace
 # Where a run lives: never inherited from another run's saved flags.
 RUN_LOCATION_FLAGS = ('run_dir', 'resume')
 # Flags a --resume may change; every other flag typed with --resume must equal the run's saved value.
-RESUME_FREE_FLAGS = ('epochs', 'logp', 'print_freq', 'no_analytics', 'no_cuda', 'data_dir', 'out_dir', 'experiment',
-                     'checkpoint_every', 'skip_nonfinite', 'resume', 'compile', 'tensorboard', 'config')
+RESUME_FREE_FLAGS = ('epochs', 'max_steps', 'logp', 'print_freq', 'no_analytics', 'no_cuda', 'data_dir', 'out_dir',
+                     'experiment', 'checkpoint_every', 'skip_nonfinite', 'resume', 'compile', 'tensorboard', 'config')
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -161,11 +161,12 @@ def add_run_flags(g):
                         'under --out-dir: cluster scripts give each seed its own')
     g.add_argument('--resume', default='', metavar='RUN_DIR',
                    help='continue the run in RUN_DIR in place from its last checkpoint, with its saved flags; flags '
-                        'typed with it must equal the saved ones, except --epochs (train further) and run-control '
-                        'flags')
+                        'typed with it must equal the saved ones, except --epochs and --max-steps (train further) '
+                        'and run-control flags')
     g.add_argument('--max-steps', type=int, default=0, metavar='N',
                    help='stop after N training steps in all (the last epoch is cut short, then tested and saved '
-                        'as usual): a run end to end in seconds (0: no limit)')
+                        'as usual): a run end to end in seconds (0: no limit); --resume RUN --max-steps M trains '
+                        'it on to M steps')
     g.add_argument('--max-test-items', type=int, default=0, metavar='N',
                    help='test losses and figures on N test items spread over the test set (0: all)')
     g.add_argument('--checkpoint-every', type=int, default=0, metavar='N',
@@ -310,7 +311,8 @@ def merge_resume(args, explicit):
               if k not in RESUME_FREE_FLAGS and k in flags and explicit[k] != flags[k]]
     if differ:
         raise UserError(f"--resume {run}: these flags differ from the run's: {', '.join(differ)}. A resumed run keeps "
-                        f"its flags (only --epochs and run-control flags may change): drop them, or start a new run")
+                        f"its flags (only --epochs, --max-steps and run-control flags may change): drop them, or start "
+                        f"a new run")
     merged = _saved_flags(flags, explicit)
     merged['resume'] = run
     return argparse.Namespace(**merged)

@@ -19,6 +19,7 @@ import datetime
 import logging
 import math
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -139,6 +140,7 @@ class Progress:
     losses: dict = field(default_factory=lambda: {'train': [], 'test': [], 'epoch_seconds': [],
                                                   'skipped_batches': []})
     last_good: str | None = None      # position of the newest checkpoint on disk
+    cut: dict | None = None           # the last epoch, cut short by --max-steps, before its test (checkpoint.py)
 
 
 @dataclass
@@ -209,6 +211,9 @@ def _run(args, rank, world, device, stopper):
         return args.resume
     r = Run(args, args.resume or args.run_dir, rank, world, device, stopper,
             **setup_training(args, device, rank, world, pre_trained=ckpt is None))
+    if ckpt:
+        check_budget(ckpt, args, len(r.train_loader))
+        ckpt = checkpoint.reopened(ckpt)  # a larger --max-steps or --epochs: the cut epoch goes on
     if r.main:
         r.dir = open_run_dir(r, ckpt, ckpt_path)
     log_setup(r, ckpt)
@@ -239,7 +244,9 @@ def _run(args, rank, world, device, stopper):
     finally:
         if r.tracker:
             r.tracker.close()
-    log.info(f'done: {r.dir}')
+    capped = args.max_steps and args.max_steps < args.epochs * len(r.train_loader)
+    log.info(f'done: {r.dir}' + (f' (--max-steps {args.max_steps} reached; to train it further: '
+                                 f'{further(r.dir, args, False, True)})' if capped else ''))
     return r.dir
 
 
@@ -258,14 +265,39 @@ def open_checkpoint(args):
 
 
 def is_finished(ckpt, args):
-    # steps_done is recorded by the final checkpoint only (None in the others)
-    steps_cap = bool(args.max_steps) and (ckpt.get('steps_done') or 0) >= args.max_steps
-    done = ckpt['finished'] and (ckpt['epoch'] >= args.epochs or steps_cap) and not (
-        args.logp and not os.path.isfile(os.path.join(args.resume, 'logp.json')))
-    if done:
-        log.info(f'{args.resume} is already finished ({ckpt["epoch"]} epochs): nothing to do '
-                 f'(--resume {args.resume} --epochs N with a larger N trains it further)')
-    return done
+    """Whether a finished run has nothing left to do under the flags now in force (a larger --epochs or
+    --max-steps trains it further); if so, says so and prints the command that trains it further."""
+    if not ckpt['finished'] or (args.logp and not os.path.isfile(os.path.join(args.resume, 'logp.json'))):
+        return False
+    steps = ckpt.get('steps_done')  # recorded by the final checkpoint only (None in the others)
+    by_epochs = ckpt['epoch'] - bool(ckpt.get('cut')) >= args.epochs  # the epoch --max-steps cut is not done
+    by_steps = bool(args.max_steps) and steps is not None and steps >= args.max_steps
+    if not (by_epochs or by_steps):
+        return False
+    log.info(f'{args.resume} is already finished ({ckpt["epoch"]} epochs, {steps} training steps): nothing to do. '
+             f'To train it further: {further(args.resume, args, by_epochs, by_steps)}')
+    return True
+
+
+def further(run_dir, args, by_epochs, by_steps):
+    """The command that trains a finished run further: twice the budget that ended it."""
+    more = ([f'--epochs {2 * args.epochs}'] if by_epochs else []) + \
+        ([f'--max-steps {2 * args.max_steps}'] if by_steps else [])
+    return f'python main.py --resume {shlex.quote(run_dir)} {" ".join(more)}'
+
+
+def check_budget(ckpt, args, steps_per_epoch):
+    """A resumed run can be trained on to the --epochs and --max-steps now in force, not back."""
+    done = checkpoint.steps_trained(ckpt, steps_per_epoch)
+    if ckpt['finished'] and 'cut' not in ckpt and done < ckpt['epoch'] * steps_per_epoch:
+        raise UserError(f"--resume {args.resume}: --max-steps ended this run inside epoch {ckpt['epoch']}, and the "
+                        f"older version of this project that trained it did not keep what continuing that epoch "
+                        f"needs: start a new run (--pre-trained {args.resume} starts one from its weights)")
+    budget = min(args.epochs * steps_per_epoch, args.max_steps or math.inf)
+    if done > budget:
+        raise UserError(f"--resume {args.resume}: the run has trained {done} steps ({checkpoint.position(ckpt)}), "
+                        f"more than --epochs {args.epochs} and --max-steps {args.max_steps} allow ({budget}): "
+                        f"drop the flags to keep the run's own, or give larger ones")
 
 
 def check_new_run_dir(run_dir):
@@ -351,7 +383,7 @@ def restore(r, ckpt, ckpt_path):
 def save_checkpoint(r, progress, epochs_done, step, totals, loader_state, rng, finished=False, steps_done=None):
     if r.main:
         state = {'flags': vars(r.args), 'epoch': epochs_done, 'step': step, 'finished': finished,
-                 'steps_done': steps_done,
+                 'steps_done': steps_done, 'cut': progress.cut,
                  'model': r.model.state_dict(), 'optimizer': r.optimizer.state_dict(), 'losses': progress.losses,
                  'partial': totals, 'loader': loader_state, 'rng': rng, 'world_size': r.world}
         if r.tracker:
@@ -389,6 +421,9 @@ def train_epochs(r, progress):
                             dict(totals, seconds=totals['seconds'] + time.time() - t0), loader_state,
                             rng_after_training)
             raise
+        if steps_in_epoch(r, epoch) < len(r.train_loader):  # --max-steps: kept to continue the epoch (checkpoint.py)
+            progress.cut = {'step': steps_in_epoch(r, epoch), 'loader': loader_state, 'rng': rng_after_training,
+                            'partial': dict(totals, seconds=totals['seconds'] + time.time() - t0)}
         end_epoch(r, progress, epoch, totals, test_loss, time.time() - t0)
         if distributed.all_sum([float(r.stopper.requested)], r.device)[0]:
             raise Stop
@@ -441,14 +476,16 @@ def epoch_figures(r, progress):
 
 
 def finish(r, progress):
-    """--logp (the tight bound with K = 5000 on the test set), then the final checkpoint."""
+    """--logp (the tight bound with K = 5000 on the test set), then the final checkpoint, with the random
+    states from before --logp: a run trained further draws what a run that never stopped draws."""
+    rng = rng_states(r.device)
     if r.args.logp:
         logp = -test_epoch(r.model, r.test_loader, r.test_objective, LOGP_K, desc=f'logp K={LOGP_K}',
                            stopper=r.stopper)
         log.info(f'test log-likelihood (IWAE, K = {LOGP_K}): {logp:.4f}')
         if r.main:
             save_json({'K': LOGP_K, 'test_log_likelihood': logp}, os.path.join(r.dir, 'logp.json'))
-    save_checkpoint(r, progress, progress.epoch, 0, None, r.train_loader.get_state(), rng_states(r.device),
+    save_checkpoint(r, progress, progress.epoch, 0, None, r.train_loader.get_state(), rng,
                     finished=True, steps_done=(progress.epoch - 1) * len(r.train_loader)
                     + steps_in_epoch(r, progress.epoch) if progress.epoch else 0)
 

@@ -1,6 +1,7 @@
-"""Extending the project from outside src/ (docs/extending.md): a new modality, dataset, multimodal model and
-joint-posterior rule registered from this file train end to end with --max-steps and go through
-calculate_likelihoods; two modalities of one class keep their own names and files."""
+"""Extending the project from outside src/ (a test module, a notebook): a new modality, dataset, multimodal
+model and joint-posterior rule, as docs/extending.md writes them but registered from this file, train end to
+end with --max-steps and go through calculate_likelihoods, --resume and --pre-trained; two modalities of one
+class keep their own names and files. tests/test_extending_docs.py runs the page's own files from src/."""
 import json
 import os
 
@@ -23,7 +24,7 @@ from src.models.vae import VAE
 from src.objectives import ObjectiveSet, m_dreg, m_iwae, mixture_elbo
 from src.report import calculate_likelihoods
 
-# ---------------------------------------------------------------- the code of docs/extending.md
+# ---------------------------------------------------------------- the pieces of docs/extending.md
 
 
 class Enc(nn.Module):

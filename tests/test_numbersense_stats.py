@@ -17,7 +17,7 @@ from statsmodels.stats.anova import AnovaRM
 
 import src.numbersense_study as study
 from src.report.numbersense import authors_stats as A
-from src.report.numbersense import summary
+from src.report.numbersense import summary, summary_md
 from src.report.numbersense.metrics import MAGNITUDE_VARIANTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -135,18 +135,37 @@ def test_repeated_measures_as_their_r_script(df, t):
     ss_e = ((m - g) ** 2).sum() - ss_a - ss_s
     assert r['F'] == pytest.approx((ss_a / (k - 1)) / (ss_e / ((k - 1) * (n - 1))))
     assert r['subjects'] == list(SEEDS) and r['sphericity']['W'] is not None  # 4 seeds, 4 levels: defined
-    assert len(r['pairwise_shaffer']) == 6
+    assert r['p'] < 0.10 and r['pairwise_run'] and len(r['pairwise_shaffer']) == 6
     few = A.transforms_rm(df[df.seed < 3], t)  # 3 seeds < 4 levels: no sphericity test, as anovakun
     assert few['df'] == [3, 6] and few['sphericity']['W'] is None and few['sphericity']['eps_gg'] is not None
 
 
+def test_no_pairwise_comparisons_where_anovakun_runs_none(df):
+    """anovakun follows up a main effect only when its p < .10 (anovakun_485.txt, post.analyses and sig.sign):
+    four magnitude columns with equal means over the seeds give no pairwise comparisons."""
+    flat = df.copy()
+    rows = (flat.model_name == 'MMVAE_CMNIST_OSCN') & (flat.target_modality == 0)
+    flat.loc[rows, A.R_TRANSFORMS] = [[0.50, 0.52, 0.48, 0.50], [0.60, 0.58, 0.62, 0.60], [0.55, 0.55, 0.57, 0.53],
+                                      [0.40, 0.42, 0.38, 0.40]]
+    r = A.transforms_rm(flat, 0)
+    long = flat[rows].melt(id_vars='seed', value_vars=A.R_TRANSFORMS, var_name='level', value_name='value')
+    assert r['p'] == pytest.approx(AnovaRM(long, 'value', 'seed', within=['level']).fit().anova_table.loc[
+        'level', 'Pr > F']) and r['p'] >= 0.10
+    assert not r['pairwise_run'] and r['pairwise_shaffer'] == []
+    text = summary_md.authors_transforms({'transforms_oneway': {}, 'transforms_rm': {'MMVAE cmnist enc.': r}})
+    assert f"none for MMVAE cmnist enc. (p = {r['p']:.2g})" in '\n'.join(text)
+
+
 def test_vs_chance_as_their_perform_one_sample(df):
+    """A cross test is listed under its encoder (cross_0x1: the CMNIST encoder into the OSCN decoder, the group
+    table's cross_accuracy of MMVAE cmnist enc.), though their frame holds it in the OSCN row."""
     fam = A.family(df)
-    assert set(fam['vs_chance']['MMVAE cmnist enc.']) == {'reconst_0x0_avg', 'cross_1x0_avg', 'mathematics_avg'}
+    assert set(fam['vs_chance']['MMVAE cmnist enc.']) == {'reconst_0x0_avg', 'cross_0x1_avg', 'mathematics_avg'}
     assert set(fam['vs_chance']['oscn VAE']) == {'reconst_1x1_avg', 'mathematics_avg'}
-    r = fam['vs_chance']['MMVAE cmnist enc.']['cross_1x0_avg']
-    ref = sps.ttest_1samp(MM['oscn']['cross_accuracy'], popmean=1 / 9)  # the OSCN encoder into the CMNIST decoder
+    r = fam['vs_chance']['MMVAE cmnist enc.']['cross_0x1_avg']
+    ref = sps.ttest_1samp(MM['cmnist']['cross_accuracy'], popmean=1 / 9)  # the CMNIST encoder into the OSCN decoder
     assert (r['t'], r['p'], r['df']) == (pytest.approx(ref.statistic), pytest.approx(ref.pvalue), 3)
+    assert r['target_modality'] == 1  # their row: target OSCN
     r = fam['vs_chance']['oscn VAE']['reconst_1x1_avg']
     assert r['t'] == pytest.approx(sps.ttest_1samp(VAE['oscn']['reconstruction_accuracy'], 1 / 9).statistic)
 
@@ -338,7 +357,7 @@ def test_summary_tests_recompute_from_their_recorded_inputs(stats_only_study):
     run = json.load(open(d / 'cmnist_oscn' / 'seed001' / 'numbersense.json'))
     assert [1, run['encoders']['oscn']['summary']['magnitude_abs_r']] in \
         a['transforms_rm']['MMVAE oscn enc.']['inputs']['magnitude_avg']
-    assert a['vs_chance']['MMVAE oscn enc.']['cross_0x1_avg']['inputs']['MMVAE_CMNIST_OSCN'] == [
+    assert a['vs_chance']['MMVAE cmnist enc.']['cross_0x1_avg']['inputs']['MMVAE_CMNIST_OSCN'] == [
         [seed, v] for seed, v in zip(SEEDS, MM['cmnist']['cross_accuracy'], strict=True)]
     # Budgets in steps, with the share of the protocol's (50 epochs of the real data, batch 128).
     b = s['budget']['cmnist']

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from scipy import stats
 
 import main as main_py
 from src.cli import build_parser
@@ -109,6 +110,14 @@ def test_scripts_end_to_end(trained_run):
     chance = [*ms['latent_accuracy'].values(), *ms['cross_coherence'].values(),
               *ms['reconstruction_coherence'].values()]
     assert len(chance) == 6 and all(abs(p - 10) < 5 for p in chance), chance
+    # ... and so says the analysis: each coherence's chance level (about 10 %: balanced digits), its test
+    levels = {k: v['level'] for k, v in ms['chance'].items() if k != 'test'}
+    assert len(levels) == 5 and all(abs(levels[k] - 10) < 1 for k in levels if 'joint' not in k), levels
+    for key, value in ms['cross_coherence'].items():  # one-sided binomial test over the 300 pairs, as scipy gives it
+        c = ms['chance'][f'cross_coherence/{key}']
+        assert c['p_value'] == pytest.approx(stats.binom.sf(round(value * 3) - 1, 300, c['level'] / 100))
+        assert (f'cross_coherence/{key}' in ms['at_chance']) == (c['p_value'] >= 0.05)
+    assert sum(ms['chance']['joint_coherence']['predicted_classes']['svhn']) == 1500
     assert (ms['joint_coherence'] * 1500 / 100) == pytest.approx(round(ms['joint_coherence'] * 15))  # of 1,500
     assert set(ms['cross_coherence']) == {'mnist->svhn', 'svhn->mnist'}
     assert ms['joint_coherence_samples'] == 1500 and '300 of 1,000 pairs' in ms['cross_coherence_test_set']

@@ -4,6 +4,8 @@ start or resume each seed's run directory. (SIGTERM: tests/test_faults.py.)"""
 import json
 import os
 import random
+import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -100,10 +102,18 @@ def test_killed_run_resumes_to_the_uninterrupted_result(reference, data_dir, tmp
     assert [r['from'] for r in resumed] == [checkpoint.position({'epoch': killed_at[0], 'step': killed_at[1]})]
 
 
+def further(out):
+    """The command a finished run prints to train it further, as argv."""
+    (command,) = re.findall(r'to train it further: (python main\.py [^\n)]*)', out, re.I)
+    return shlex.split(command)
+
+
 def test_run_dir_and_resume_rules(reference, data_dir, tmp_path, capsys):
-    # a finished run: nothing to do
+    # a finished run: nothing to do, and the command that trains it further
     assert main(['--resume', reference]) == 0
-    assert 'already finished (2 epochs): nothing to do' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert 'already finished (2 epochs, 40 training steps): nothing to do' in out
+    assert further(out) == ['python', 'main.py', '--resume', reference, '--epochs', '4']
     # --run-dir never overwrites a run
     assert main([*FLAGS, '--data-dir', data_dir, '--run-dir', reference]) == 2
     assert f'already holds a run: continue it with --resume {reference}' in capsys.readouterr().err
@@ -125,6 +135,63 @@ def test_run_dir_and_resume_rules(reference, data_dir, tmp_path, capsys):
     assert len(losses['train']) == 3 and losses['train'][:2] == ref['train']
     saved = json.load(open(os.path.join(run, 'args.json')))
     assert saved['flags']['epochs'] == 3 and saved['resumed'][-1]['from'] == 'epoch 2 complete'
+    # a budget below what the run has trained is refused before anything is written
+    killed = str(tmp_path / 'killed')
+    shutil.copytree(reference, killed)
+    state, _ = checkpoint.load(killed)
+    checkpoint.save(killed, dict(state, epoch=1, step=5, finished=False, steps_done=None))  # killed in epoch 2
+    os.remove(os.path.join(killed, checkpoint.PREV))
+    before = open(os.path.join(killed, 'run.log')).read()
+    assert main(['--resume', killed, '--max-steps', '22']) == 2
+    assert 'the run has trained 25 steps (epoch 2, 5 training steps done), more than --epochs 2 and --max-steps 22 ' \
+           'allow (22)' in capsys.readouterr().err
+    assert open(os.path.join(killed, 'run.log')).read() == before
+
+
+# 4,000 MNIST digits / 250 = 16 steps per epoch: --max-steps 20 ends inside epoch 2, 40 inside epoch 3
+CAPPED = ['--model', 'mnist', '--offline', '--epochs', '3', '--batch-size', '250', '--K', '2', '--obj', 'dreg',
+          '--no-analytics']
+
+
+def test_a_step_capped_run_trained_further_equals_the_longer_run(data_dir, tmp_path, capsys):
+    """A run capped at 20 steps, trained on to 40 by the command it prints, equals a 40-step run bit for bit
+    (weights, losses, optimizer and random states); the printed command runs as printed, in a shell's
+    subprocess. Then --max-steps 0 trains it on to its --epochs."""
+    flags = [*CAPPED, '--data-dir', data_dir]
+    longer, run = str(tmp_path / 'longer'), str(tmp_path / 'run')
+    assert main([*flags, '--max-steps', '40', '--run-dir', longer]) == 0
+    capsys.readouterr()
+    assert main([*flags, '--max-steps', '20', '--run-dir', run]) == 0
+    assert further(capsys.readouterr().out) == ['python', 'main.py', '--resume', run, '--max-steps', '40']
+    assert main(['--resume', run]) == 0  # finished: nothing to do, and the same command
+    out = capsys.readouterr().out
+    assert 'already finished (2 epochs, 20 training steps): nothing to do' in out
+    done = subprocess.run([sys.executable, *further(out)[1:]], cwd=ROOT, env=ENV, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f'==== resuming {run} from epoch 2, 4 training steps done' in done.stdout + done.stderr
+
+    ref, got = (torch.load(os.path.join(d, checkpoint.CKPT)) for d in (longer, run))
+    assert got['finished'] and (got['epoch'], got['steps_done'], got['cut']['step']) == (3, 40, 8)
+    for k in ref['model']:
+        assert torch.equal(ref['model'][k], got['model'][k]), k
+    for k, state in ref['optimizer']['state'].items():
+        assert all(torch.equal(v, got['optimizer']['state'][k][n]) for n, v in state.items())
+    for key in ('train', 'test', 'skipped_batches'):
+        assert got['losses'][key] == ref['losses'][key] and len(got['losses'][key]) == 3
+    for a, b in ((ref['rng'], got['rng']), (ref['cut']['rng'], got['cut']['rng'])):
+        assert torch.equal(a['torch'], b['torch']) and a['python'] == b['python']
+    assert torch.equal(ref['loader'], got['loader'])
+    ref_w, w = (torch.load(os.path.join(d, 'model.pt')) for d in (longer, run))
+    assert all(torch.equal(ref_w[k], w[k]) for k in ref_w)
+    assert json.load(open(os.path.join(run, 'args.json')))['flags']['max_steps'] == 40
+
+    # --max-steps 0: on to the run's 3 epochs, as a run without a cap
+    assert main(['--resume', run, '--max-steps', '0']) == 0
+    got = torch.load(os.path.join(run, checkpoint.CKPT))
+    assert got['finished'] and (got['epoch'], got['steps_done'], got['cut']) == (3, 48, None)
+    assert len(got['losses']['train']) == 3 and got['losses']['train'][:2] == ref['losses']['train'][:2]
+    assert got['losses']['train'][2] != ref['losses']['train'][2]  # epoch 3 now has all its 16 steps
 
 
 # ------------------------------------------------------------------ cluster scripts

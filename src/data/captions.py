@@ -34,8 +34,6 @@ import os
 import re
 
 import torch
-from nltk.tokenize import NLTKWordTokenizer
-from nltk.tokenize.punkt import PunktSentenceTokenizer
 
 from ..files import save_json, save_torch
 
@@ -46,7 +44,6 @@ MIN_OCC = 3
 # Bump when tokenisation/encoding changes so that stale caches are rebuilt.
 PIPELINE_VERSION = 3
 
-_word_tok = NLTKWordTokenizer()        # the tokenizer behind nltk.word_tokenize
 DATA_FREE = 'data-free: nltk Punkt without trained parameters'
 ENGLISH = 'nltk sent_tokenize (English Punkt model)'
 
@@ -54,8 +51,11 @@ ENGLISH = 'nltk sent_tokenize (English Punkt model)'
 @functools.lru_cache(maxsize=None)
 def sentence_splitter():
     """(text -> list of sentences, its name): nltk.sent_tokenize when nltk's English Punkt data are
-    installed, else the data-free Punkt without parameters (the same sentences on CUB captions)."""
+    installed, else the data-free Punkt without parameters (the same sentences on CUB captions).
+    nltk is imported here, on first use, not with the module: it takes seconds to import, and every
+    module of src/data/ is imported at start-up."""
     from nltk.tokenize import sent_tokenize
+    from nltk.tokenize.punkt import PunktSentenceTokenizer
     try:
         sent_tokenize('A bird. It has wings.')
         return sent_tokenize, ENGLISH
@@ -93,7 +93,13 @@ def word_tokenize(text):
     """nltk.word_tokenize: the sentences of `text` (sentence_splitter), then the Treebank-style word
     tokenizer on each."""
     split = sentence_splitter()[0]
-    return tuple(t for s in split(text) for t in _word_tok.tokenize(s))
+    return tuple(t for s in split(text) for t in _word_tokenizer().tokenize(s))
+
+
+@functools.lru_cache(maxsize=None)
+def _word_tokenizer():
+    from nltk.tokenize import NLTKWordTokenizer  # the tokenizer behind nltk.word_tokenize
+    return NLTKWordTokenizer()
 
 
 def raw_sentence_tokens(path):

@@ -1,5 +1,6 @@
 """Datasets by name, as models are (src/models/__init__.py): a loader function registers itself with
-`@register_dataset(NAME)`; a model names its data with `dataset = NAME`.
+`@register_dataset(NAME)`; a model names its data with `dataset = NAME`. Every module in src/data/ is
+imported at start-up (src/data/__init__.py), so a new dataset is one new file there.
 
 A loader is f(args, split) -> TensorData for split 'train' or 'test' (src/data/tensors.py); multimodal
 data hold one source per modality, in the model's modality order.

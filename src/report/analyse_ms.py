@@ -16,6 +16,11 @@ By default this computes what the released src/report/analyse_ms.py computes:
   compare with the pair's digit;
 - joint coherence: 10,000 samples of the (learnt) prior decoded into both
   modalities (decoder means); the percent where the two classifiers agree.
+Beyond the released script, each coherence's chance level (the agreement that
+its classifiers' predicted-class frequencies give alone, e.g. 100 % for two
+classifiers that always predict the same class) and a one-sided binomial test
+against it: `chance` in the JSON, and `at_chance` lists the coherences not
+above it (summarise.py marks them rather than averaging them).
 Quicker checks (fewer epochs or items) and the unpaired variant are flags;
 the JSON records the budget used and whether it is the released protocol.
 Writes <RUN>/analyse_ms.json and <RUN>/analyse_ms.log.
@@ -30,7 +35,7 @@ from src.data import load_data
 from src.data.tensors import spread_subset
 from src.errors import UserError
 from src.report import classifiers as C
-from src.report.metrics import cross_coherence, joint_coherence, latent_accuracy
+from src.report.metrics import above_chance, chance_agreement, cross_coherence, joint_coherence, latent_accuracy
 from src.report.runs import add_run_flags, analysis_logger, device_from, load_run, run_script, save_results
 
 RELEASED = {'latent_epochs': 30, 'classifier_epochs': 30, 'joint_samples': 10000, 'batch_size': 256,
@@ -161,7 +166,8 @@ def coherences(model, nets, args, cmd, device, log):
     paired = load_data(model.dataset, args, 'test').to(device)
     items = spread_subset(len(paired), cmd.max_items, device)
     batches = ((paired.gather(idx), paired.labels['digit'][idx]) for idx in items.split(cmd.batch_size))
-    mat = cross_coherence(model, batches, nets)
+    cross, joint = {}, {}  # the class frequencies behind each coherence
+    mat = cross_coherence(model, batches, nets, tally=cross)
     names = model.modalities
     out['cross_coherence'] = {f'{names[e]}->{names[d]}': mat[e][d]
                               for e in range(len(names)) for d in range(len(names)) if e != d}
@@ -176,11 +182,34 @@ def coherences(model, nets, args, cmd, device, log):
         log.info(f'(reconstruction coherence {k} -> {k}: {v:.2f}%)')
 
     log.info('-' * 20 + ' joint coherence ' + '-' * 20)
-    out['joint_coherence'] = joint_coherence(model, nets, cmd.joint_samples, batch_size=1000)
+    out['joint_coherence'] = joint_coherence(model, nets, cmd.joint_samples, batch_size=1000, tally=joint)
     out['joint_coherence_samples'] = cmd.joint_samples
     log.info(f'joint coherence ({cmd.joint_samples:,} samples of the prior, decoder means, the two classifiers '
              f'agree): {out["joint_coherence"]:.2f}%')
+    out['chance'], out['at_chance'] = coherence_chance(out, cross, joint, names, len(items), cmd.joint_samples)
+    for key in out['at_chance']:
+        level = out['chance'][key]['level']
+        log.info(f'{key} is at chance: its classifiers\' predicted classes alone give {level:.2f}% '
+                 f'(one-sided binomial p = {out["chance"][key]["p_value"]:.3g}): not a measure of coherence')
     return out
+
+
+def coherence_chance(out, cross, joint, names, n_pairs, n_samples, alpha=0.05):
+    """{coherence: chance level, p-value, predicted-class frequencies} and the coherences not above their
+    chance level at `alpha`. Cross and reconstruction coherence: the predictions against the digits (about
+    10 % for balanced digits, whatever the predictions); joint coherence: the classifiers against each other."""
+    scored = {}  # key: (percent, items, the frequencies that give its chance level, the predictions' own)
+    for (e, d), pred in ((k, v) for k, v in cross.items() if k != 'labels'):
+        section, name = ('cross_coherence', f'{names[e]}->{names[d]}') if e != d else \
+            ('reconstruction_coherence', names[e])
+        scored[f'{section}/{name}'] = (out[section][name], n_pairs, [pred, cross['labels']], pred.tolist())
+    scored['joint_coherence'] = (out['joint_coherence'], n_samples, list(joint.values()),
+                                 {names[m]: f.tolist() for m, f in joint.items()})
+    chance = {'test': f'one-sided binomial test at {alpha}: is the coherence above its chance level?'}
+    for key, (percent, n, freqs, predicted) in scored.items():
+        level = chance_agreement(*freqs)
+        chance[key] = {'level': level, 'p_value': above_chance(percent, n, level), 'predicted_classes': predicted}
+    return chance, [k for k in scored if chance[k]['p_value'] >= alpha]
 
 
 def main(argv=None):

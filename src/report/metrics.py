@@ -4,7 +4,9 @@
   (multimodal, any joint posterior: joint, per-modality with the joint posterior
   as proposal, M x M cross terms).
 - MNIST-SVHN: `latent_accuracy` (linear D -> 10 on reparameterised samples),
-  `cross_coherence`, `joint_coherence`, `accuracy`.
+  `cross_coherence`, `joint_coherence`, `accuracy`; `chance_agreement` and
+  `above_chance`: whether a coherence says more than its classifiers' predicted-class
+  frequencies alone would give.
 
 A model here is one of src/models: a unimodal VAE (vae.py) or a multimodal one
 (multimodal.py: vaes, prior(), experts, posterior, unimodal_posterior, rsample,
@@ -13,6 +15,7 @@ and forward(x, K) -> (qz_xs, px_zs[e][d], zss)).
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from scipy import stats
 
 from src.data.tensors import to_model_input
 from src.objectives import log_mean_exp
@@ -150,12 +153,19 @@ def latent_accuracy(posterior, x_train, y_train, x_test, y_test, epochs, batch_s
 
 # ---------------------------------------------------------------- coherence
 
+def _count(tally, key, labels, n_classes):
+    """Add the class frequencies of `labels` to tally[key] (a tally: the counts behind a coherence)."""
+    counts = torch.bincount(labels.flatten().cpu(), minlength=n_classes)
+    tally[key] = tally[key] + counts if key in tally else counts
+
+
 @torch.no_grad()
-def cross_coherence(model, batches, classifiers):
+def cross_coherence(model, batches, classifiers, tally=None):
     """M x M matrix of percent: [e][d] = encode modality e (one sample), decode d
     (decoder mean), classify with classifiers[d], compare with the item's digit.
     Off-diagonal entries are the cross coherences; the diagonal classifies
-    reconstructions. `batches` yields (xs list, digit labels)."""
+    reconstructions. `batches` yields (xs list, digit labels). A dict `tally`
+    receives the class frequencies of the predictions ((e, d)) and of the labels."""
     correct, total = None, 0
     for xs, y in batches:
         _, px_zs, _ = model(xs, 1)
@@ -164,8 +174,13 @@ def cross_coherence(model, batches, classifiers):
             correct = [[0] * M for _ in range(M)]
         for e in range(M):
             for d in range(M):
-                pred = classifiers[d](px_zs[e][d].mean.squeeze(0)).argmax(-1)
+                logits = classifiers[d](px_zs[e][d].mean.squeeze(0))
+                pred = logits.argmax(-1)
                 correct[e][d] += (pred == y).sum().item()
+                if tally is not None:
+                    _count(tally, (e, d), pred, logits.shape[-1])
+        if tally is not None:
+            _count(tally, 'labels', y, logits.shape[-1])
         total += len(y)
     if not total:
         raise ValueError('cross_coherence: no test items')
@@ -173,16 +188,34 @@ def cross_coherence(model, batches, classifiers):
 
 
 @torch.no_grad()
-def joint_coherence(model, classifiers, n, batch_size):
+def joint_coherence(model, classifiers, n, batch_size, tally=None):
     """Percent of n joint-prior samples whose decoded modalities (decoder means)
     all get the same digit from their classifiers. The released script draws the
     n samples in one batch; on the CPU, batches draw the very same samples (the
-    generator's stream is consumed in order), with less memory."""
+    generator's stream is consumed in order), with less memory. A dict `tally`
+    receives each modality's predicted-class frequencies (keys 0..M-1)."""
     pz = model.pz(*model.pz_params)
     agree = 0
     for b in [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size else []):
         zs = pz.rsample(torch.Size([b])).squeeze(1)  # prior batch shape (1, D) -> (b, D)
-        preds = torch.stack([clf(vae.decode(zs).mean).argmax(-1)
-                             for vae, clf in zip(model.vaes, classifiers, strict=True)])
+        logits = [clf(vae.decode(zs).mean) for vae, clf in zip(model.vaes, classifiers, strict=True)]
+        preds = torch.stack([lg.argmax(-1) for lg in logits])
         agree += (preds == preds[0]).all(0).sum().item()
+        for m, lg in enumerate(logits if tally is not None else ()):
+            _count(tally, m, preds[m], lg.shape[-1])
     return 100.0 * agree / n
+
+
+def chance_agreement(*frequencies):
+    """Percent agreement of predictions independent of each other (or of the labels), given each one's class
+    frequencies: sum_c prod_m p_m(c). Classifiers that predict one class each agree 100 % or 0 % by chance
+    alone; against balanced labels any predictions agree 1 / (number of classes) by chance."""
+    p = torch.stack([f.double() / f.sum() for f in frequencies]).prod(0).sum().item()
+    return 100.0 * min(max(p, 0.0), 1.0)
+
+
+def above_chance(percent, n, chance):
+    """The p-value of a one-sided binomial test: is an agreement of `percent` over n items above `chance`
+    (percent)? The chance level is taken as known (it comes from the same n predictions: a close
+    approximation at the thousands of items a coherence is scored on)."""
+    return float(stats.binomtest(round(percent * n / 100), n, chance / 100, alternative='greater').pvalue)

@@ -9,10 +9,15 @@ numbersense analysis JSON, and the last test loss of losses.json) it gives the
 number of runs, the mean, the sample standard deviation and the 95 %
 confidence interval of the mean (Student's t, scipy.stats.t), as markdown on
 stdout and, with --out, as summary.md, summary.csv and summary.json. The
-flags that differ between the runs are listed (seeds, say), so that a table
-never silently mixes configurations. With --by FLAG (e.g. --by joint-posterior)
-the runs are grouped by that flag's value and the groups are shown side by side,
-each metric's mean and 95 % interval per group: models compared at one budget.
+settings that differ between the runs (flags, and the analyses' own budgets)
+are listed (seeds, say), so that a table never silently mixes configurations.
+With --by FLAG (e.g. --by joint-posterior) the runs are grouped by that flag's
+value and the groups are shown side by side, each metric's mean and 95 %
+interval per group: models compared at one budget. Groups that differ in more
+than FLAG are headed by the differences, and what differs within a group is
+listed beside it. A number that comes from fewer than every run of its table
+or group says so (n); a coherence that its analysis found at its chance level
+(analyse_ms.json's at_chance) is marked and left out of the mean.
 """
 import csv
 import io
@@ -34,8 +39,13 @@ from src.report.runs import run_script
 BOOKKEEPING = {'seconds', 'seed', 'K', 'epochs', 'batch_size', 'steps', 'lr', 'train_seconds', 'std', 'chance',
                'joint_samples', 'joint_coherence_samples', 'joint_llik_scaling', 'max_items', 'iwae_samples',
                'pair_multiplier', 'world_size', 'analysis_version', 'version', 'target', 'nearest_class',
-               'samples_per_component'}
-SETTINGS = ('budget', 'options')
+               'samples_per_component', 'n', 'max_batches'}
+SETTINGS = ('budget', 'options', 'settings')
+# what an analysis file says about how it was computed: runs compared in one table must agree on it
+ANALYSIS_SETTINGS = SETTINGS + ('protocol', 'data_source', 'test_set', 'cross_coherence_test_set', 'K', 'n_items',
+                                'max_items', 'joint_samples', 'joint_coherence_samples', 'max_batches')
+WHERE = ('run_dir', 'resume', 'experiment', 'out_dir', 'data_dir', 'config')  # where a run lived, not what it is
+AT_CHANCE = 'at chance'  # a coherence its analysis found not above chance (the file's `at_chance`): no number
 
 
 def find_runs(paths):
@@ -66,13 +76,27 @@ def numbers(obj, prefix=''):
     return out
 
 
+def leaves(obj, prefix):
+    """{'prefix/a/b': value} for every value of nested dicts."""
+    if not isinstance(obj, dict):
+        return {prefix: obj}
+    return {k: v for key, sub in obj.items() for k, v in leaves(sub, f'{prefix}/{key}').items()}
+
+
+def analyses(run):
+    """{file name without .json: contents} of a run's analysis results."""
+    return {f[:-len('.json')]: load_json(os.path.join(run, f), 'analysis results file') for f in sorted(os.listdir(run))
+            if f.endswith('.json') and f not in ('args.json', 'losses.json')}
+
+
 def run_metrics(run):
-    """The numbers of one run: each analysis JSON's, prefixed with its file name, and the last test loss."""
+    """The numbers of one run: each analysis JSON's, prefixed with its file name, and the last test loss. A
+    coherence that its analysis found at chance (the file's `at_chance`) is AT_CHANCE instead of a number."""
     out = {}
-    for f in sorted(os.listdir(run)):
-        if f.endswith('.json') and f not in ('args.json', 'losses.json'):
-            data = load_json(os.path.join(run, f), 'analysis results file')
-            out.update(numbers(data, f[:-len('.json')]))
+    for name, data in analyses(run).items():
+        out.update(numbers(data, name))
+        at_chance = data.get('at_chance', []) if isinstance(data, dict) else []
+        out.update({f'{name}/{k}': AT_CHANCE for k in at_chance if f'{name}/{k}' in out})
     losses = os.path.join(run, 'losses.json')
     if os.path.isfile(losses):
         test = load_json(losses, 'losses file', dict).get('test') or []
@@ -81,80 +105,140 @@ def run_metrics(run):
     return out
 
 
+def unchecked_chance(run):
+    """The coherences of an analyse_ms.json written before analyses recorded their chance levels."""
+    data = analyses(run).get('analyse_ms')
+    if not isinstance(data, dict) or 'chance' in data:
+        return set()
+    return {k for k in numbers(data, 'analyse_ms') if 'coherence' in k}
+
+
 def run_flags(run):
     path = os.path.join(run, 'args.json')
     saved = load_json(path, 'run flags file') if os.path.isfile(path) else {}
     return saved.get('flags', {}) if isinstance(saved, dict) else {}
 
 
+def run_config(run):
+    """What a run's numbers depend on, flat: its flags ('--seed') and its analyses' settings
+    ('analyse_ms.json budget/max_items'), without where the run lived."""
+    config = {f'--{k.replace("_", "-")}': v for k, v in run_flags(run).items() if k not in WHERE}
+    for name, data in analyses(run).items():
+        for key in ANALYSIS_SETTINGS:
+            if isinstance(data, dict) and key in data:
+                config.update(leaves(data[key], f'{name}.json {key}'))
+    return config
+
+
+def differing(configs):
+    """{setting: [value per run]} for the settings whose values are not all equal."""
+    keys = sorted(set().union(*configs))
+    return {k: [c.get(k) for c in configs] for k in keys if len({json.dumps(c.get(k)) for c in configs}) > 1}
+
+
 def differing_flags(runs):
-    """{flag: [value per run]} for the flags whose values are not all equal (where a run lives aside)."""
-    flags = [run_flags(r) for r in runs]
-    keys = sorted(set().union(*flags) - {'run_dir', 'resume', 'experiment', 'out_dir', 'data_dir', 'config'})
-    return {k: [f.get(k) for f in flags] for k in keys if len({json.dumps(f.get(k)) for f in flags}) > 1}
+    return differing([run_config(r) for r in runs])
 
 
 def summary_rows(per_run):
-    """Per metric: n, mean, sd (ddof 1), and the 95 % t confidence interval of the mean (sd and interval
-    None for a single run: summary.json stays strict JSON, without NaN)."""
+    """Per metric: the runs, n (the runs that give it a number), mean, sd (ddof 1), the 95 % t confidence
+    interval of the mean, and the runs whose value is at chance (not counted in n). sd and interval are None
+    for fewer than two numbers: summary.json stays strict JSON, without NaN."""
     rows = []
     for key in sorted(set().union(*per_run)):
-        x = np.array([m[key] for m in per_run if key in m])
-        n, mean = len(x), float(x.mean())
-        row = {'metric': key, 'n': n, 'mean': mean, 'sd': None, 'ci95_low': None, 'ci95_high': None}
+        values = [m[key] for m in per_run if key in m]
+        x = np.array([v for v in values if v != AT_CHANCE], dtype=float)
+        n = len(x)
+        row = {'metric': key, 'runs': len(per_run), 'n': n, 'at_chance': len(values) - n,
+               'mean': float(x.mean()) if n else None, 'sd': None, 'ci95_low': None, 'ci95_high': None}
         if n > 1:
             sd = float(x.std(ddof=1))
             half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
-            row.update(sd=sd, ci95_low=mean - half, ci95_high=mean + half)
+            row.update(sd=sd, ci95_low=row['mean'] - half, ci95_high=row['mean'] + half)
         rows.append(row)
     return rows
 
 
-def markdown(rows, runs, differ):
+def count_cell(r):
+    """'3', or '2 of 3' where a number comes from fewer than every run, '; 1 at chance' where some were."""
+    n = f"{r['n']}" if r['n'] == r['runs'] else f"{r['n']} of {r['runs']}"
+    return n + (f"; {r['at_chance']} at chance" if r['at_chance'] else '')
+
+
+def differences_list(differ):
+    return [f'- `{k}`: ' + ', '.join(map(str, v)) for k, v in differ.items()]
+
+
+def chance_note(unchecked):
+    """A line naming the coherences whose chance level the analyses did not record, and in how many runs."""
+    if not unchecked:
+        return []
+    return ['', 'Chance level not recorded (analyse_ms.json written before analyses recorded it; rerun '
+            'src/report/analyse_ms.py to check it): ' + ', '.join(f'{k} ({n} run{"s" * (n != 1)})'
+                                                                  for k, n in sorted(unchecked.items()))]
+
+
+def markdown(rows, runs, differ, unchecked):
     lines = [f'{len(runs)} runs: ' + ', '.join(runs), '']
     if differ:
-        lines += ['Flags that differ between the runs:', '']
-        lines += [f'- `--{k.replace("_", "-")}`: ' + ', '.join(map(str, v)) for k, v in differ.items()] + ['']
+        lines += ['Settings that differ between the runs:', ''] + differences_list(differ) + ['']
     lines += ['| metric | n | mean | sd | 95% CI |', '|---|---|---|---|---|']
     for r in rows:
         sd, ci = (f"{r['sd']:.3g}", f"[{r['ci95_low']:.4g}, {r['ci95_high']:.4g}]") if r['n'] > 1 else ('-', '-')
-        lines.append(f"| {r['metric']} | {r['n']} | {r['mean']:.4g} | {sd} | {ci} |")
-    return '\n'.join(lines) + '\n'
+        mean = f"{r['mean']:.4g}" if r['n'] else AT_CHANCE
+        lines.append(f"| {r['metric']} | {count_cell(r)} | {mean} | {sd} | {ci} |")
+    return '\n'.join(lines + chance_note(unchecked)) + '\n'
 
 
 def ci_cell(r):
-    return f"{r['mean']:.4g} [{r['ci95_low']:.4g}, {r['ci95_high']:.4g}]" if r['n'] > 1 else f"{r['mean']:.4g}"
+    """mean [95 % CI], with n where it is not every run of the group; 'at chance' where no run gives a number."""
+    if not r['n']:
+        return f"{AT_CHANCE} ({r['at_chance']} of {r['runs']})" if r['at_chance'] else '-'
+    cell = f"{r['mean']:.4g} [{r['ci95_low']:.4g}, {r['ci95_high']:.4g}]" if r['n'] > 1 else f"{r['mean']:.4g}"
+    return cell if r['n'] == r['runs'] else f'{cell} (n = {count_cell(r)})'
 
 
-def markdown_by(flag, groups):
-    """One row per metric, one column per group: mean [95 % CI] (n runs)."""
+def markdown_by(flag, groups, between, unchecked):
+    """One row per metric, one column per group: mean [95 % CI] (n where not every run); first what differs
+    between the groups besides `flag`, and within each group."""
     names = list(groups)
     lines = [f'Runs grouped by `--{flag.replace("_", "-")}`: ' + ', '.join(
         f'{g} ({len(groups[g]["runs"])} run{"s" if len(groups[g]["runs"]) != 1 else ""})' for g in names), '']
+    if between:
+        lines += [f'**The groups differ in more than `--{flag.replace("_", "-")}`:**', '']
+        lines += [f'- `{k}`: ' + ', '.join(f'{g} {v}' for g, v in by_group.items()) for k, by_group in between.items()]
+        lines += ['']
     for g in names:
         if groups[g]['differing_flags']:
-            lines.append(f'- {g}: flags that differ within the group: ' + ', '.join(
-                f'`--{k.replace("_", "-")}` {", ".join(map(str, v))}' for k, v in groups[g]['differing_flags'].items()))
+            lines.append(f'- {g}: settings that differ within the group: ' + ', '.join(
+                f'`{k}` {", ".join(map(str, v))}' for k, v in groups[g]['differing_flags'].items()))
     lines += ['', '| metric | ' + ' | '.join(names) + ' |', '|---|' + '---|' * len(names)]
     by_metric = [{r['metric']: r for r in groups[g]['metrics']} for g in names]
     for key in sorted(set().union(*by_metric)):
         lines.append(f'| {key} | ' + ' | '.join(ci_cell(m[key]) if key in m else '-' for m in by_metric) + ' |')
-    return '\n'.join(lines) + '\n'
+    return '\n'.join(lines + chance_note(unchecked)) + '\n'
 
 
 def grouped(runs, per_run, flag):
-    """{value of flag: {'runs', 'differing_flags', 'metrics'}}, in the order the values first appear."""
+    """{value of flag: {'runs', 'differing_flags', 'metrics'}}, in the order the values first appear, and
+    {setting: {group: value}} for the settings other than the flag that are constant within each group and
+    differ between the groups."""
     dest = flag.replace('-', '_')
     values = [run_flags(r).get(dest) for r in runs]
     if all(v is None for v in values):
         raise UserError(f"--by {flag}: none of the runs has that flag (see a run's args.json for the names)")
-    groups = {}
+    configs = [run_config(r) for r in runs]
+    groups, constant = {}, {}
     for v in dict.fromkeys(map(str, values)):
         idx = [i for i, x in enumerate(values) if str(x) == v]
-        rs = [runs[i] for i in idx]
-        groups[v] = {'runs': rs, 'differing_flags': differing_flags(rs),
-                     'metrics': summary_rows([per_run[i] for i in idx if per_run[i]] or [{}])}
-    return groups
+        within = differing([configs[i] for i in idx])
+        groups[v] = {'runs': [runs[i] for i in idx], 'differing_flags': within,
+                     'metrics': summary_rows([per_run[i] for i in idx])}
+        constant[v] = {k: configs[idx[0]].get(k) for k in set().union(*configs) if k not in within}
+    keys = set.intersection(*(set(c) for c in constant.values())) - {f'--{flag.replace("_", "-")}'}
+    between = {k: {g: c[k] for g, c in constant.items()} for k in sorted(keys)
+               if len({json.dumps(c[k]) for c in constant.values()}) > 1}
+    return groups, between
 
 
 def to_csv(rows):
@@ -182,32 +266,38 @@ def main(argv=None):
         raise UserError('the runs hold no analysis results yet' + (f" matching {', '.join(cmd.match)}" if cmd.match
                         else '') + ': run the analyses first (src/report/calculate_likelihoods.py, analyse_ms.py, '
                         'analyse_cub.py, ...)')
+    unchecked = {}
+    for r in runs:
+        for k in unchecked_chance(r):
+            if not cmd.match or any(t in k for t in cmd.match):
+                unchecked[k] = unchecked.get(k, 0) + 1
     if cmd.by:
-        return summarise_by(cmd, runs, per_run)
+        return summarise_by(cmd, runs, per_run, unchecked)
     rows, differ = summary_rows(per_run), differing_flags(runs)
-    text = markdown(rows, runs, differ)
-    sys.stdout.write(text)
-    if cmd.out:
-        os.makedirs(cmd.out, exist_ok=True)
-        save_text(text, os.path.join(cmd.out, 'summary.md'))
-        save_text(to_csv(rows), os.path.join(cmd.out, 'summary.csv'))
-        save_json({'runs': runs, 'differing_flags': differ, 'metrics': rows}, os.path.join(cmd.out, 'summary.json'))
-        print(f'wrote {cmd.out}/summary.md, summary.csv, summary.json')
+    text = markdown(rows, runs, differ, unchecked)
+    write(cmd.out, text, rows, {'runs': runs, 'differing_flags': differ, 'metrics': rows,
+                                'chance_not_recorded': unchecked})
     return rows
 
 
-def summarise_by(cmd, runs, per_run):
-    groups = grouped(runs, per_run, cmd.by)
-    text = markdown_by(cmd.by.replace('-', '_'), groups)
-    sys.stdout.write(text)
-    if cmd.out:
-        os.makedirs(cmd.out, exist_ok=True)
-        save_text(text, os.path.join(cmd.out, 'summary.md'))
-        save_text(to_csv([dict(group=g, **r) for g, v in groups.items() for r in v['metrics']]),
-                  os.path.join(cmd.out, 'summary.csv'))
-        save_json({'by': cmd.by.replace('-', '_'), 'groups': groups}, os.path.join(cmd.out, 'summary.json'))
-        print(f'wrote {cmd.out}/summary.md, summary.csv, summary.json')
+def summarise_by(cmd, runs, per_run, unchecked):
+    groups, between = grouped(runs, per_run, cmd.by)
+    text = markdown_by(cmd.by.replace('-', '_'), groups, between, unchecked)
+    write(cmd.out, text, [dict(group=g, **r) for g, v in groups.items() for r in v['metrics']],
+          {'by': cmd.by.replace('-', '_'), 'differing_between_groups': between, 'groups': groups,
+           'chance_not_recorded': unchecked})
     return groups
+
+
+def write(out, text, rows, summary):
+    """The markdown on stdout; with --out, summary.md, summary.csv (the rows) and summary.json."""
+    sys.stdout.write(text)
+    if out:
+        os.makedirs(out, exist_ok=True)
+        save_text(text, os.path.join(out, 'summary.md'))
+        save_text(to_csv(rows), os.path.join(out, 'summary.csv'))
+        save_json(summary, os.path.join(out, 'summary.json'))
+        print(f'wrote {out}/summary.md, summary.csv, summary.json')
 
 
 if __name__ == '__main__':

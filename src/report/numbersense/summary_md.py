@@ -64,7 +64,9 @@ def groups_section(s):
         cells = [('-' if (x := ms.get(m)) is None else f"{_f(x['mean'])} [{_f(x['lo'])}, {_f(x['hi'])}] (n={x['n']})")
                  for m in s['measures']]
         rows.append([g, *cells])
-    return L + _table(['group', *s['measures']], rows)
+    return L + _table(['group', *s['measures']], rows) + [
+        "cross_accuracy: the encoder's latents decoded into the MMVAE's other modality (MMVAE cmnist enc.: CMNIST "
+        "into OSCN); every table below names a cross accuracy by its encoder too.", '']
 
 
 def authors_between(a):
@@ -86,17 +88,20 @@ def authors_transforms(a):
     L = ['### The four magnitude columns as groups of one f_oneway (perform_anova_logtrans)', '',
          *_table(['model', 'F', 'df', 'p', 'note'], rows),
          '### Repeated-measures ANOVA over the four magnitude columns (R anovakun "sA", no correction)', '']
-    rows, pairs = [], []
+    rows, pairs, skipped = [], [], []
     for g, r in a['transforms_rm'].items():
         sp = r['sphericity']
         rows.append([g, _f(r['F'], '.2f'), _df(r['df']), _p(r['p']), str(r['n_subjects']), _f(sp['W']),
                      _f(sp['chi2'], '.2f'), _p(sp['p']), _f(sp['eps_gg']), sp['note'] or '', _note(r)])
         pairs += [[g, ' - '.join(x['levels']), _f(x['difference']), _f(x['t'], '.2f'), _f(x['df'], '.0f'),
                    _p(x['p']), _p(x['p_shaffer'])] for x in r['pairwise_shaffer']]
+        skipped += [] if r['pairwise_run'] else [f"{g} (p = {_p(r['p'])})"]
     L += _table(['encoder', 'F', 'df', 'p', 'seeds', 'Mauchly W', 'chi2', 'p', 'GG epsilon', 'sphericity test',
                  'note'], rows)
-    L += ['Pairwise comparisons (anovakun\'s default: paired t, Shaffer-adjusted p):', '']
-    return L + _table(['encoder', 'levels', 'difference', 't', 'df', 'p', 'p Shaffer'], pairs)
+    L += ["Pairwise comparisons, where anovakun runs them: only after a main effect with p < .10 (its default; "
+          "paired t, Shaffer-adjusted p)" + (f"; none for {', '.join(skipped)}" if skipped else '') + ':', '']
+    return L + (_table(['encoder', 'levels', 'difference', 't', 'df', 'p', 'p Shaffer'], pairs) if pairs
+                else ['None.', ''])
 
 
 def authors_chance(a):
@@ -107,6 +112,7 @@ def authors_chance(a):
             mean = sum(vals) / len(vals) if vals else None
             rows.append([g, c, _f(mean), _f(r['t'], '.2f'), _f(r['df'], '.0f'), _p(r['p']), _note(r)])
     return [f'### One-sample t against chance ({CHANCE:.4f}, two-sided; perform_one_sample)', '',
+            'Their cross_{e}x{d}: encoder e into decoder d (0 CMNIST, 1 OSCN), under its encoder.', '',
             *_table(['group', 'their column', 'mean', 't', 'df', 'p', 'note'], rows)]
 
 
