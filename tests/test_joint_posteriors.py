@@ -246,9 +246,11 @@ def test_mopoe_looser_bound_and_test_bound():
 @pytest.mark.parametrize('true_dreg', [False, True])
 def test_dreg_values_and_gradients(joint, true_dreg):
     """DReG with log q on detached parameters: the gradient of every parameter is sum_k w~_k d(log w_k)
-    (samples held fixed: decoders, the prior) plus sum_k W_k dlog w_k/dz dz/dparam (the path through the
-    samples: encoders, and the prior expert inside a product), W = w~ (released) or w~^2 (Tucker et al.),
-    summed over MVAE's subsets. Not the IWAE gradient, for the prior too: it is also inside q."""
+    (samples held fixed: decoders, the prior) plus the path through the samples (encoders, and the prior expert
+    inside a product), summed over MVAE's subsets. Released: sum_k w~_k dlog w_k/dz dz/dparam. True: for a sample
+    of component c, weight w~ (1 - r_c + r_c w~) on dlog w/dz and -w~ r_c on dlog r_c/dz, r_c(z) its component's
+    share of q(z), plus the other components' scores -w~ sum_{c' != c} r_c' d log q_c'(z) at the sample held
+    (one component, MVAE: w~^2, Tucker et al.). Not the IWAE gradient, for the prior too: it is also inside q."""
     m, x, K = pair(joint), xs(), 5
     params = [p for p in m.parameters() if p.requires_grad]
     dreg = O.model_objective(m, 'dreg', true_dreg=true_dreg)
@@ -263,8 +265,8 @@ def test_dreg_values_and_gradients(joint, true_dreg):
 
 
 def dreg_groups(m, x, K, joint, zs_given=None):
-    """[(log weights (C*K, B), samples (C*K, B, D) as functions of the encoders)] per subset of the
-    objective, log q on detached parameters."""
+    """[(log weights (C*K, B), samples (C*K, B, D) as functions of the encoders, live and detached components)]
+    per subset of the objective, log q on detached parameters."""
     enc, p, product, lpx, _ = by_hand(m, x)
     denc, pd = by_hand(m, x, detach=True)[0], tuple(t.detach() for t in p)  # q's parameters, the prior expert's too
     subsets = ([0, 1], [0], [1]) if joint == 'poe' else ([0, 1],)
@@ -279,24 +281,36 @@ def dreg_groups(m, x, K, joint, zs_given=None):
         zs = torch.cat([loc + s * m.eps[:K] for loc, s in comps]) if zs_given is None else zs_given[i]
         lq = torch.log(sum(normal_logpdf(zs, *c).sum(-1).exp() for c in dcomps) / len(dcomps))
         lw = normal_logpdf(zs, *p).sum(-1) + sum(lpx(d, zs) for d in subset) - lq
-        out.append((lw, zs))
+        out.append((lw, zs, comps, dcomps))
     return out
 
 
 def hand_dreg_value(m, x, K, joint):
-    return sum((torch.softmax(lw.detach(), 0) * lw).sum() for lw, _ in dreg_groups(m, x, K, joint))
+    return sum((torch.softmax(lw.detach(), 0) * lw).sum() for lw, *_ in dreg_groups(m, x, K, joint))
 
 
 def hand_dreg_grads(m, x, K, joint, true_dreg, params):
     groups = dreg_groups(m, x, K, joint)
-    leaves = [zs.detach().requires_grad_() for _, zs in groups]
+    leaves = [zs.detach().requires_grad_() for _, zs, *_ in groups]
     total = [torch.zeros_like(p) for p in params]
-    for (lw, zs), (lw_leaf, leaf) in zip(groups, dreg_groups(m, x, K, joint, leaves), strict=True):
+    for (lw, zs, comps, dcomps), (lw_leaf, leaf, *_) in zip(groups, dreg_groups(m, x, K, joint, leaves),
+                                                            strict=True):
         w = torch.softmax(lw.detach(), 0)
-        W = w * w if true_dreg else w
         direct = grads((w * lw_leaf).sum(), params)
         dlw_dz = torch.autograd.grad(lw_leaf.sum(), leaf, retain_graph=True)[0]
-        path = torch.autograd.grad(zs, params, grad_outputs=W.unsqueeze(-1) * dlw_dz, retain_graph=True,
-                                   allow_unused=True)
+        out = w.unsqueeze(-1) * dlw_dz
+        if true_dreg:
+            own = torch.arange(len(comps)).repeat_interleave(K)  # each sample's component
+            lq = torch.stack([normal_logpdf(leaf, *c).sum(-1) for c in dcomps])  # (C, C*K, B)
+            resp = torch.softmax(lq, 0).detach()
+            r = resp[own, torch.arange(len(own))]
+            log_r = lq[own, torch.arange(len(own))] - torch.logsumexp(lq, 0)
+            dlogr_dz = torch.autograd.grad(log_r.sum(), leaf, retain_graph=True)[0]
+            out = (1 - r + r * w).unsqueeze(-1) * out - (w * r).unsqueeze(-1) * dlogr_dz
+            held = zs.detach()
+            others = sum((w * resp[c] * (own != c).unsqueeze(-1) * normal_logpdf(held, *comp).sum(-1)).sum()
+                         for c, comp in enumerate(comps))  # the other components' scores at the held samples
+            direct = [d - g for d, g in zip(direct, grads(others, params), strict=True)]
+        path = torch.autograd.grad(zs, params, grad_outputs=out, retain_graph=True, allow_unused=True)
         total = [t + d + (0 if g is None else g) for t, d, g in zip(total, direct, path, strict=True)]
     return total
