@@ -26,6 +26,7 @@ stratified draws it keeps the terms that the identity does not cover
 import math
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import combinations
 from math import prod
 
 import torch
@@ -325,12 +326,28 @@ def _m_dreg_unbiased(model, x, K, subset, looser):
 
 def subsampled(bound):
     """MVAE's sub-sampled objective (Wu & Goodman 2018, section 3): the bound on all modalities plus the
-    bound on each single modality, each with the joint posterior of its own subset."""
+    bound on each single modality, each with the joint posterior of its own subset; with --random-subsets k,
+    also the bounds of k subsets drawn at random (random_subsets)."""
     def objective(model, x, K=1, **kw):
-        subsets = [None] + [[m] for m in range(len(model.vaes))]
+        M = len(model.vaes)
+        subsets = [None] + [[m] for m in range(M)] + random_subsets(M, getattr(model.params, 'random_subsets', 0))
         return sum(bound(model, x, K, subset=s, **kw) for s in subsets)
     objective.__name__ = f'subsampled_{bound.__name__}'
     return objective
+
+
+def random_subsets(M, k):
+    """k subsets of the M modalities, of sizes 2 .. M-1, as MVAE's sample_combinations (celeba19/train.py,
+    --approx-m): each size uniform (with replacement); for a size drawn n times, n distinct subsets of that size,
+    uniformly. From the global torch RNG, which every data-parallel rank keeps in step."""
+    if not k:
+        return []
+    sizes = torch.randint(2, M, (k,)).tolist()
+    out = []
+    for size in sorted(set(sizes)):
+        pool = list(combinations(range(M), size))
+        out += [list(pool[i]) for i in torch.randperm(len(pool))[:sizes.count(size)].tolist()]
+    return out
 
 
 # ---------------------------------------------------------------- what a model trains with
