@@ -125,8 +125,9 @@ def add_model_flags(g):
     g.add_argument('--learn-prior', action='store_true', help='learn the prior scale')
     g.add_argument('--lr', type=float, default=1e-3, help='learning rate of Adam (amsgrad; 1e-3 as released)')
     g.add_argument('--dreg-estimator', default='released', choices=['released', 'true'],
-                   help="'released': the gradient the released code trains with (its weighting hook never runs); "
-                        "'true': the doubly reparameterised estimator of Tucker et al. (2018)")
+                   help="'released': the gradient the released code trains with (its weighting hook never runs; "
+                        "biased for K > 1); 'true': the doubly reparameterised estimator of Tucker et al. (2018), "
+                        "unbiased also for a mixture's stratified draws (docs/reproduction.md)")
     g.add_argument('--prior-expert', default='prior', choices=['prior', 'unit'],
                    help="poe, mopoe: the prior expert in the products: 'prior' the model's prior p(z) (learnt with "
                         "--learn-prior, as the MMVAE's configs), 'unit' a fixed N(0, I) (as the MVAE and MoPoE "
