@@ -192,6 +192,23 @@ def test_chunked_equals_unchunked_multimodal(multi, monkeypatch, name):
     assert torch.allclose(full, O.OBJECTIVES[name](multi, xs, K))
 
 
+@pytest.mark.parametrize('looser', [False, True])
+@pytest.mark.parametrize('joint', ['moe', 'mopoe'])
+def test_unbiased_mixture_dreg_chunked_equals_unchunked(monkeypatch, joint, looser):
+    """--dreg-estimator true on a mixture: the weights and the hooks of every chunk from the log weights of all
+    chunks, so the gradients are those of the batch in one chunk."""
+    torch.manual_seed(1)
+    m = TinyPair(params(D, joint))
+    xs, K = mdata(B=7), 4
+    ps = [p for p in m.parameters() if p.requires_grad]
+    fn = O.model_objective(m, 'dreg', looser, true_dreg=True)
+    full = grads(fn(m, xs, K), ps)
+    monkeypatch.setattr(O, 'MEMORY_BUDGET', 3 * K * X / 2)  # 3 items per chunk
+    assert O.chunk_size(xs, K) == 3
+    for a, b in zip(full, grads(fn(m, xs, K), ps), strict=True):
+        assert torch.allclose(a, b)
+
+
 def test_chunk_size_matches_released_budget():
     x = [torch.zeros(500, 1, 28, 28), torch.zeros(500, 3, 32, 32)]
     assert O.chunk_size(x, 1000) == int(1e8 * (1 / (1000 * 784) + 1 / (1000 * 3072)))
