@@ -12,6 +12,7 @@ from .errors import UserError
 from .files import load_json, load_torch, read_text
 from .models import MODELS
 from .models.joint import JOINTS
+from .models.multimodal import parse_llik_weights
 from .objectives import OBJECTIVE_NAMES
 from .rundir import read_run
 
@@ -124,8 +125,19 @@ def add_model_flags(g):
     g.add_argument('--learn-prior', action='store_true', help='learn the prior scale')
     g.add_argument('--lr', type=float, default=1e-3, help='learning rate of Adam (amsgrad; 1e-3 as released)')
     g.add_argument('--dreg-estimator', default='released', choices=['released', 'true'],
-                   help="'released': the gradient the released code trains with (its weighting hook never runs); "
-                        "'true': the doubly reparameterised estimator of Tucker et al. (2018)")
+                   help="'released': the gradient the released code trains with (its weighting hook never runs; "
+                        "biased for K > 1); 'true': the doubly reparameterised estimator of Tucker et al. (2018), "
+                        "unbiased also for a mixture's stratified draws (docs/reproduction.md)")
+    g.add_argument('--prior-expert', default='prior', choices=['prior', 'unit'],
+                   help="poe, mopoe: the prior expert in the products: 'prior' the model's prior p(z) (learnt with "
+                        "--learn-prior, as the MMVAE's configs), 'unit' a fixed N(0, I) (as the MVAE and MoPoE "
+                        "authors' code); docs/baselines.md")
+    g.add_argument('--llik-weights', default='', metavar='W1,W2,...',
+                   help="multimodal models: each modality's log-likelihood weight, in modality order, replacing the "
+                        "model's (and --llik_scaling): MVAE's lambdas (empty: the model's)")
+    g.add_argument('--random-subsets', type=int, default=0, metavar='k',
+                   help="poe, more than two modalities: also the bounds of k subsets drawn at random every step "
+                        "(MVAE's --approx-m; 0: the full set and each modality alone)")
     g.add_argument('--vocab-size', type=int, default=0,
                    help='caption models (cubS, cubIS, cubISft): vocabulary size; 0 = that of the training captions '
                         '(saved with the run, so that the run loads without its data)')
@@ -246,10 +258,34 @@ def check_model_flags(args):
     if not model.multimodal and args.joint_posterior != 'moe':
         raise UserError(f"--joint-posterior applies to multimodal models; --model {args.model} has one modality: "
                         f"drop the flag")
+    check_baseline_flags(args, model)
     objectives = model.training_objectives(args)
     if args.obj not in objectives.train:
         what = f"--model {args.model}" + (f" --joint-posterior {args.joint_posterior}" if model.multimodal else '')
         raise UserError(f"--obj {args.obj}: {what} trains with {', '.join(objectives.train)}")
+
+
+def check_baseline_flags(args, model):
+    """--prior-expert, --llik-weights and --random-subsets against the model and its joint rule (the counts
+    that need the model's modalities are checked where it is built: MultimodalVAE)."""
+    rule = f"--joint-posterior {args.joint_posterior}"
+    if args.prior_expert != 'prior' and not (model.multimodal and getattr(JOINTS[args.joint_posterior],
+                                                                         'prior_expert', False)):
+        raise UserError(f"--prior-expert {args.prior_expert}: {rule} of --model {args.model} has no prior expert "
+                        f"(poe and mopoe have): drop the flag")
+    if args.llik_weights:
+        if not model.multimodal:
+            raise UserError(f"--llik-weights applies to multimodal models; --model {args.model} has one modality: "
+                            f"drop the flag")
+        if args.llik_scaling:
+            raise UserError(f"--llik-weights {args.llik_weights} and --llik_scaling {args.llik_scaling} both set the "
+                            f"first modality's weight: keep one")
+        parse_llik_weights(args.llik_weights)
+    if args.random_subsets < 0:
+        raise UserError(f"--random-subsets must be >= 0, got {args.random_subsets}")
+    if args.random_subsets and args.joint_posterior != 'poe':
+        raise UserError(f"--random-subsets applies to --joint-posterior poe (MVAE's sub-sampled objective), not "
+                        f"{rule}: drop the flag")
 
 
 def merge_pretrained(args, explicit):

@@ -17,14 +17,16 @@ in the released code); each chunk's log weights are concatenated before the
 dreg estimators (a quirk of the released code, kept). It registers the weighting hook
 on a copy of the samples that the graph never uses, so it never fires: what it
 trains with is sum_k w~_k grad(log w_k) with the encoder parameters entering
-only through the samples. That is the default here (`true_dreg=False`). With
-`true_dreg=True` the hook sits on the samples actually used, which multiplies
-the encoder path once more by w~: the doubly reparameterised estimator of
-Tucker et al. (2018).
+only through the samples, a biased gradient of the IWAE bound for K > 1. That is
+the default here (`true_dreg=False`). With `true_dreg=True`: the doubly
+reparameterised estimator of Tucker et al. (2018), unbiased; for a mixture with
+stratified draws it keeps the terms that the identity does not cover
+(_m_dreg_unbiased; docs/reproduction.md, "DReG with a mixture").
 """
 import math
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import combinations
 from math import prod
 
 import torch
@@ -237,40 +239,115 @@ def m_iwae_looser(model, x, K=1, subset=None):
     return log_mean_exp(lw, dim=1).mean(0).sum()  # over K per group, then mean over the C groups
 
 
-def _m_dreg_hooks(zss, wt):
-    """wt (C, K, B): register w~ on each chunk's per-component samples."""
-    widths = [zs[0].size(1) for zs in zss]
-    for zs_chunk, wt_chunk in zip(zss, wt.split(widths, 2), strict=True):
-        _weight_sample_grads(zs_chunk, wt_chunk)
-
-
 def m_dreg(model, x, K=1, true_dreg=False, subset=None):
-    lw, zss = _m_lw_chunks(model, x, K, True, subset)
+    if true_dreg:
+        return _m_dreg_unbiased(model, x, K, subset, looser=False)
+    lw, _ = _m_lw_chunks(model, x, K, True, subset)
     with torch.no_grad():
         flat = lw.flatten(0, 1)
         wt = (flat - torch.logsumexp(flat, 0, keepdim=True)).exp().view_as(lw)  # over C*K
-    if true_dreg:
-        _m_dreg_hooks(zss, wt)
     return (wt * lw).sum()
 
 
 def m_dreg_looser(model, x, K=1, true_dreg=False, subset=None):
-    lw, zss = _m_lw_chunks(model, x, K, True, subset)
+    if true_dreg:
+        return _m_dreg_unbiased(model, x, K, subset, looser=True)
+    lw, _ = _m_lw_chunks(model, x, K, True, subset)
     with torch.no_grad():
         wt = (lw - torch.logsumexp(lw, 1, keepdim=True)).exp()  # over K within each group
-    if true_dreg:
-        _m_dreg_hooks(zss, wt)
     return (wt * lw).mean(0).sum()
+
+
+# ---------------------------------------------------------------- multimodal: DReG, unbiased for a mixture
+
+@dataclass
+class _DregParts:
+    """One chunk's pieces of the doubly reparameterised estimator for q = (1/C) sum_c q_c, each (C, K, B) with
+    group c the K samples z ~ q_c: log w on q's detached parameters, computed from `taps` (views of the samples
+    whose gradient a hook re-weights); own = log q_c(z) - log q(z) on detached parameters (log r_c + log C);
+    cross = log q(z) - r_c log q_c(z) at the detached samples with q's parameters live (its gradient: the other
+    components' scores, sum_{c' != c} r_c' d log q_c'); r = r_c(z) and rest = 1 - r_c(z), without gradient."""
+    lw: torch.Tensor
+    taps: list
+    own: torch.Tensor
+    cross: torch.Tensor
+    r: torch.Tensor
+    rest: torch.Tensor
+
+
+def _m_dreg_parts(model, x, K, subset):
+    q = model.posterior(x, subset)
+    zss = [model.rsample(c, K) for c in q.components]  # K per component: stratified, as m_iwae
+    qd = detached(q)
+    pz = model.prior()
+    lws, taps, own, cross, r, rest = [], [], [], [], [], []
+    for c, zs in enumerate(zss):
+        zd = zs.detach()
+        with torch.no_grad():
+            resp = qd.responsibilities(zd)
+        tap = zs.view_as(zs)
+        lws.append(pz.log_prob(tap).sum(-1) + _log_likelihood(model, x, tap, subset) - qd.log_prob(tap))
+        own.append(qd.components[c].log_prob(zs).sum(-1) - qd.log_prob(zs))
+        cross.append(q.log_prob(zd) - resp[c] * q.components[c].log_prob(zd).sum(-1))
+        taps.append(tap)
+        r.append(resp[c])
+        rest.append(torch.cat([resp[:c], resp[c + 1:]]).sum(0))  # 1 - r_c, without the rounding of 1 - r_c
+    return _DregParts(torch.stack(lws), taps, *map(torch.stack, (own, cross, r, rest)))
+
+
+def _m_dreg_unbiased(model, x, K, subset, looser):
+    """The doubly reparameterised estimator (Tucker et al. 2018) of the gradient of m_iwae (or, looser,
+    m_iwae_looser), unbiased for the stratified draws of a mixture (derivation: docs/reproduction.md, "DReG with
+    a mixture"). With v_i = d(bound)/d(log w_i) and w~_i the normalised weight of sample i ~ q_c, the gradient is
+    sum_i v_i [ d log p(x, z_i) (z_i held) + (1 - r_c + r_c w~_i) dlog w_i/dz dz_i/dparam
+                - r_c dlog r_c(z_i)/dz dz_i/dparam - sum_{c' != c} r_c'(z_i) d log q_c'(z_i) (z_i held) ]:
+    the identity E_{q_c}[f d log q_c] = E[df/dz dz/dparam] turns the score of the sample's own component into
+    path terms; the other components' scores stay score-function terms. One component (the product of experts):
+    r = 1, and this is Tucker et al.'s estimator, weight w~^2 on the path. Value: sum_i v_i log w_i."""
+    parts = [_m_dreg_parts(model, _x, K, subset) for _x in _chunks(x, K)]
+    lw = torch.cat([p.lw for p in parts], 2)
+    C = lw.size(0)
+    with torch.no_grad():
+        if looser:  # the mean over components of each one's log-mean-exp over its K samples
+            wt = (lw - torch.logsumexp(lw, 1, keepdim=True)).exp()
+            v = wt / C
+        else:  # the log-mean-exp over all C K samples
+            flat = lw.flatten(0, 1)
+            v = wt = (flat - torch.logsumexp(flat, 0, keepdim=True)).exp().view_as(lw)
+    widths = [p.lw.size(2) for p in parts]
+    correction = 0
+    for p, v_p, wt_p in zip(parts, v.split(widths, 2), wt.split(widths, 2), strict=True):
+        for tap, m in zip(p.taps, p.rest + p.r * wt_p, strict=True):
+            if tap.requires_grad:
+                tap.register_hook(lambda grad, m=m: m.unsqueeze(-1) * grad)
+        correction = correction + (v_p * (p.r * p.own + p.cross)).sum()
+    return (v * lw).sum() - (correction - correction.detach())  # the value: sum v log w
 
 
 def subsampled(bound):
     """MVAE's sub-sampled objective (Wu & Goodman 2018, section 3): the bound on all modalities plus the
-    bound on each single modality, each with the joint posterior of its own subset."""
+    bound on each single modality, each with the joint posterior of its own subset; with --random-subsets k,
+    also the bounds of k subsets drawn at random (random_subsets)."""
     def objective(model, x, K=1, **kw):
-        subsets = [None] + [[m] for m in range(len(model.vaes))]
+        M = len(model.vaes)
+        subsets = [None] + [[m] for m in range(M)] + random_subsets(M, getattr(model.params, 'random_subsets', 0))
         return sum(bound(model, x, K, subset=s, **kw) for s in subsets)
     objective.__name__ = f'subsampled_{bound.__name__}'
     return objective
+
+
+def random_subsets(M, k):
+    """k subsets of the M modalities, of sizes 2 .. M-1, as MVAE's sample_combinations (celeba19/train.py,
+    --approx-m): each size uniform (with replacement); for a size drawn n times, n distinct subsets of that size,
+    uniformly. From the global torch RNG, which every data-parallel rank keeps in step."""
+    if not k:
+        return []
+    sizes = torch.randint(2, M, (k,)).tolist()
+    out = []
+    for size in sorted(set(sizes)):
+        pool = list(combinations(range(M), size))
+        out += [list(pool[i]) for i in torch.randperm(len(pool))[:sizes.count(size)].tolist()]
+    return out
 
 
 # ---------------------------------------------------------------- what a model trains with

@@ -2,17 +2,25 @@
 experts (MVAE) and the mixture of products (MoPoE), each against an independent computation: densities
 multiplied on a grid, components built by hand, objective values and gradients written out on small
 tensors with fixed noise."""
+import argparse
+import itertools
+import json
 import math
 
 import pytest
 import torch
 import torch.distributions as dist
 
+from main import main
 from src import objectives as O
+from src import train
+from src.errors import UserError
 from src.models.joint import JOINTS
+from src.models.multimodal import MultimodalVAE
 from src.models.posteriors import Mixture, product_of_experts
 from src.models.vae import softmax_scale
-from tests.tiny import TinyPairFixed, X, params
+from tests.tiny import FixedNoise, Tiny, TinyPairFixed, X, params
+from tests.tiny import registered as tiny_registry
 
 D = 2  # latent dimension; the data are X = 5 dimensional (tests/tiny.py)
 
@@ -129,9 +137,9 @@ def test_one_component_draws_as_its_component():
 
 # ---------------------------------------------------------------- objectives on a tiny model, fixed noise
 
-def pair(joint):
+def pair(joint, **flags):
     torch.manual_seed(1)
-    m = TinyPairFixed(params(D, joint))
+    m = TinyPairFixed(argparse.Namespace(**{**vars(params(D, joint)), **flags}))
     with torch.no_grad():
         m._pz_params[1].copy_(torch.randn(1, D))
     return m
@@ -150,9 +158,9 @@ def laplace_logpdf(x, loc, scale):
     return -torch.log(2 * scale) - (x - loc).abs() / scale
 
 
-def by_hand(m, x, detach=False):
+def by_hand(m, x, detach=False, weights=None):
     """Everything written out: the experts' (loc, scale), the prior's, the products by the precision
-    formula, the log-likelihood of a modality, the normal KL."""
+    formula, the log-likelihood of a modality (weighted by `weights`, default the model's), the normal KL."""
     enc = [v.enc(t) for v, t in zip(m.vaes, x, strict=True)]
     if detach:
         enc = [(loc.detach(), s.detach()) for loc, s in enc]
@@ -164,7 +172,7 @@ def by_hand(m, x, detach=False):
 
     def lpx(d, z):
         mean, s = m.vaes[d].dec(z)
-        return laplace_logpdf(x[d], mean, s).sum(-1) * m.vaes[d].llik_scaling
+        return laplace_logpdf(x[d], mean, s).sum(-1) * (m.vaes[d].llik_scaling if weights is None else weights[d])
 
     def kl(q):  # KL(N(a, b) || N(0, c)) per item, summed over dimensions
         (a, b), (_, c) = q, p
@@ -176,13 +184,17 @@ def lme(t):
     return torch.log(torch.exp(t).mean(0))
 
 
-def poe_value(m, x, K, bound):
-    """MVAE's sub-sampled objective by hand: the bound on both modalities with q ~ p q_a q_b, plus the
-    bound on each modality with q ~ p q_m."""
-    enc, p, product, lpx, kl = by_hand(m, x)
+UNIT = (torch.zeros(1, D, dtype=torch.float64), torch.ones(1, D, dtype=torch.float64))  # N(0, I)
+
+
+def poe_value(m, x, K, bound, unit_expert=False, weights=None):
+    """MVAE's sub-sampled objective by hand: the bound on both modalities with q ~ e q_a q_b, plus the
+    bound on each modality with q ~ e q_m; the prior expert e is the prior p, or N(0, I)."""
+    enc, p, product, lpx, kl = by_hand(m, x, weights=weights)
+    e = UNIT if unit_expert else p
     total = 0
     for subset in ([0, 1], [0], [1]):
-        q = product(p, *[enc[d] for d in subset])
+        q = product(e, *[enc[d] for d in subset])
         if bound == 'elbo':
             z = q[0] + q[1] * m.eps[:1]
             total = total + (sum(lpx(d, z) for d in subset) - kl(q)).mean(0).sum()
@@ -193,13 +205,13 @@ def poe_value(m, x, K, bound):
     return total
 
 
-def mopoe_components(m, x):
-    enc, p, product, lpx, kl = by_hand(m, x)
-    return [enc[0], enc[1], product(p, enc[0], enc[1])], p, lpx, kl
+def mopoe_components(m, x, unit_expert=False, weights=None):
+    enc, p, product, lpx, kl = by_hand(m, x, weights=weights)
+    return [enc[0], enc[1], product(UNIT if unit_expert else p, enc[0], enc[1])], p, lpx, kl
 
 
-def mopoe_value(m, x, K, bound):
-    comps, p, lpx, kl = mopoe_components(m, x)
+def mopoe_value(m, x, K, bound, unit_expert=False, weights=None):
+    comps, p, lpx, kl = mopoe_components(m, x, unit_expert, weights)
     if bound == 'elbo':  # mean over the 3 components of their own ELBO terms
         return sum((lpx(0, z) + lpx(1, z) - kl(q)).mean(0).sum() / 3
                    for q in comps for z in [q[0] + q[1] * m.eps[:1]])
@@ -217,12 +229,15 @@ def grads(value, params):
     return [torch.zeros_like(p) if gi is None else gi for p, gi in zip(params, g, strict=True)]
 
 
+@pytest.mark.parametrize('expert', ['prior', 'unit'])
 @pytest.mark.parametrize('joint, hand', [('poe', poe_value), ('mopoe', mopoe_value)])
 @pytest.mark.parametrize('obj', ['elbo', 'iwae'])
-def test_values_and_gradients_against_hand_computations(joint, hand, obj):
-    m, x, K = pair(joint), xs(), 5
+def test_values_and_gradients_against_hand_computations(joint, hand, obj, expert):
+    """Also with --prior-expert unit: the products' prior expert a fixed N(0, I) (the MVAE and MoPoE authors'),
+    the prior p(z) still the model's (learnt): its gradient then comes from the KL and log p(z) only."""
+    m, x, K = pair(joint, prior_expert=expert), xs(), 5
     objective = O.model_objective(m, obj)
-    got, want = objective(m, x, K), hand(m, x, K, obj)
+    got, want = objective(m, x, K), hand(m, x, K, obj, unit_expert=expert == 'unit')
     assert torch.allclose(got, want)
     params = [p for p in m.parameters() if p.requires_grad]
     for a, b in zip(grads(got, params), grads(want, params), strict=True):
@@ -246,9 +261,11 @@ def test_mopoe_looser_bound_and_test_bound():
 @pytest.mark.parametrize('true_dreg', [False, True])
 def test_dreg_values_and_gradients(joint, true_dreg):
     """DReG with log q on detached parameters: the gradient of every parameter is sum_k w~_k d(log w_k)
-    (samples held fixed: decoders, the prior) plus sum_k W_k dlog w_k/dz dz/dparam (the path through the
-    samples: encoders, and the prior expert inside a product), W = w~ (released) or w~^2 (Tucker et al.),
-    summed over MVAE's subsets. Not the IWAE gradient, for the prior too: it is also inside q."""
+    (samples held fixed: decoders, the prior) plus the path through the samples (encoders, and the prior expert
+    inside a product), summed over MVAE's subsets. Released: sum_k w~_k dlog w_k/dz dz/dparam. True: for a sample
+    of component c, weight w~ (1 - r_c + r_c w~) on dlog w/dz and -w~ r_c on dlog r_c/dz, r_c(z) its component's
+    share of q(z), plus the other components' scores -w~ sum_{c' != c} r_c' d log q_c'(z) at the sample held
+    (one component, MVAE: w~^2, Tucker et al.). Not the IWAE gradient, for the prior too: it is also inside q."""
     m, x, K = pair(joint), xs(), 5
     params = [p for p in m.parameters() if p.requires_grad]
     dreg = O.model_objective(m, 'dreg', true_dreg=true_dreg)
@@ -263,8 +280,8 @@ def test_dreg_values_and_gradients(joint, true_dreg):
 
 
 def dreg_groups(m, x, K, joint, zs_given=None):
-    """[(log weights (C*K, B), samples (C*K, B, D) as functions of the encoders)] per subset of the
-    objective, log q on detached parameters."""
+    """[(log weights (C*K, B), samples (C*K, B, D) as functions of the encoders, live and detached components)]
+    per subset of the objective, log q on detached parameters."""
     enc, p, product, lpx, _ = by_hand(m, x)
     denc, pd = by_hand(m, x, detach=True)[0], tuple(t.detach() for t in p)  # q's parameters, the prior expert's too
     subsets = ([0, 1], [0], [1]) if joint == 'poe' else ([0, 1],)
@@ -279,24 +296,169 @@ def dreg_groups(m, x, K, joint, zs_given=None):
         zs = torch.cat([loc + s * m.eps[:K] for loc, s in comps]) if zs_given is None else zs_given[i]
         lq = torch.log(sum(normal_logpdf(zs, *c).sum(-1).exp() for c in dcomps) / len(dcomps))
         lw = normal_logpdf(zs, *p).sum(-1) + sum(lpx(d, zs) for d in subset) - lq
-        out.append((lw, zs))
+        out.append((lw, zs, comps, dcomps))
     return out
 
 
 def hand_dreg_value(m, x, K, joint):
-    return sum((torch.softmax(lw.detach(), 0) * lw).sum() for lw, _ in dreg_groups(m, x, K, joint))
+    return sum((torch.softmax(lw.detach(), 0) * lw).sum() for lw, *_ in dreg_groups(m, x, K, joint))
 
 
 def hand_dreg_grads(m, x, K, joint, true_dreg, params):
     groups = dreg_groups(m, x, K, joint)
-    leaves = [zs.detach().requires_grad_() for _, zs in groups]
+    leaves = [zs.detach().requires_grad_() for _, zs, *_ in groups]
     total = [torch.zeros_like(p) for p in params]
-    for (lw, zs), (lw_leaf, leaf) in zip(groups, dreg_groups(m, x, K, joint, leaves), strict=True):
+    for (lw, zs, comps, dcomps), (lw_leaf, leaf, *_) in zip(groups, dreg_groups(m, x, K, joint, leaves),
+                                                            strict=True):
         w = torch.softmax(lw.detach(), 0)
-        W = w * w if true_dreg else w
         direct = grads((w * lw_leaf).sum(), params)
         dlw_dz = torch.autograd.grad(lw_leaf.sum(), leaf, retain_graph=True)[0]
-        path = torch.autograd.grad(zs, params, grad_outputs=W.unsqueeze(-1) * dlw_dz, retain_graph=True,
-                                   allow_unused=True)
+        out = w.unsqueeze(-1) * dlw_dz
+        if true_dreg:
+            own = torch.arange(len(comps)).repeat_interleave(K)  # each sample's component
+            lq = torch.stack([normal_logpdf(leaf, *c).sum(-1) for c in dcomps])  # (C, C*K, B)
+            resp = torch.softmax(lq, 0).detach()
+            r = resp[own, torch.arange(len(own))]
+            log_r = lq[own, torch.arange(len(own))] - torch.logsumexp(lq, 0)
+            dlogr_dz = torch.autograd.grad(log_r.sum(), leaf, retain_graph=True)[0]
+            out = (1 - r + r * w).unsqueeze(-1) * out - (w * r).unsqueeze(-1) * dlogr_dz
+            held = zs.detach()
+            others = sum((w * resp[c] * (own != c).unsqueeze(-1) * normal_logpdf(held, *comp).sum(-1)).sum()
+                         for c, comp in enumerate(comps))  # the other components' scores at the held samples
+            direct = [d - g for d, g in zip(direct, grads(others, params), strict=True)]
+        path = torch.autograd.grad(zs, params, grad_outputs=out, retain_graph=True, allow_unused=True)
         total = [t + d + (0 if g is None else g) for t, d, g in zip(total, direct, path, strict=True)]
     return total
+
+
+# ---------------------------------------------------------------- the MVAE authors' settings, as flags
+
+@pytest.mark.parametrize('joint, hand', [('poe', poe_value), ('mopoe', mopoe_value)])
+def test_llik_weights_replace_every_modalitys_weight(joint, hand):
+    """--llik-weights 0.5,3: MVAE's lambdas, each modality's log-likelihood weighted, the model's own weights
+    (the tiny pair's 1.7 on the first) replaced."""
+    m, x, K = pair(joint, llik_weights='0.5,3'), xs(), 5
+    assert [v.llik_scaling for v in m.vaes] == [0.5, 3.0]
+    for obj in ('elbo', 'iwae'):
+        got = O.model_objective(m, obj)(m, x, K)
+        assert torch.allclose(got, hand(m, x, K, obj, weights=[0.5, 3.0]))
+        assert not torch.allclose(got, hand(m, x, K, obj, weights=[1.7, 1.0]))
+    assert [v.llik_scaling for v in pair(joint).vaes] == [1.7, 1.0]  # without the flag: the model's
+
+
+def test_llik_weights_need_one_weight_per_modality():
+    with pytest.raises(UserError, match=r'3 weights for the 2 modalities .*tiny_a, tiny_b'):
+        pair('poe', llik_weights='1,2,3')
+    with pytest.raises(UserError, match='positive numbers separated by commas'):
+        pair('poe', llik_weights='1,-2')
+
+
+class Triple(MultimodalVAE):
+    """Three tiny modalities (MVAE's random subsets need more than two)."""
+    name, dataset = 'tiny_triple', 'tiny_triple'
+
+    def __init__(self, params):
+        super().__init__(dist.Laplace, params, *[Tiny(params).named(f'tiny_{c}') for c in 'abc'])
+
+
+class TinyTriple(FixedNoise, Triple):
+    pass
+
+
+def triple(**flags):
+    torch.manual_seed(3)
+    m = TinyTriple(argparse.Namespace(**{**vars(params(D, 'poe')), **flags}))
+    with torch.no_grad():
+        m._pz_params[1].copy_(torch.randn(1, D))
+    return m
+
+
+def test_random_subsets_are_drawn_as_mvae_draws_them():
+    """MVAE's sample_combinations (celeba19/train.py): each of the k subsets' size uniform over 2 .. M-1, the
+    subsets of one size distinct and uniform. M = 4, k = 3: each pair turns up 3 / 2 / 6 times a draw on
+    average, each triple 3 / 2 / 4 times, nothing else."""
+    torch.manual_seed(0)
+    n, counts = 4000, {}
+    for _ in range(n):
+        drawn = O.random_subsets(4, 3)
+        assert len(drawn) == 3
+        for size in (2, 3):
+            same = [tuple(s) for s in drawn if len(s) == size]
+            assert len(set(same)) == len(same)  # distinct within a size
+        for s in drawn:
+            counts[tuple(s)] = counts.get(tuple(s), 0) + 1
+    assert set(counts) == {s for size in (2, 3) for s in itertools.combinations(range(4), size)}
+    for s, c in counts.items():
+        mean = 3 / 2 / (6 if len(s) == 2 else 4)  # expected count per draw
+        assert c / n == pytest.approx(mean, abs=4 * math.sqrt(mean / n))
+    assert O.random_subsets(5, 0) == []
+
+
+def test_random_subsets_join_the_subsampled_objective():
+    """poe with --random-subsets 2 on three modalities: the bounds of the full set, each modality alone and the two
+    subsets drawn (the same draws under the same seed); a drawn pair's bound by hand, q ~ p q_a q_c."""
+    m, K = triple(random_subsets=2), 4
+    g = torch.Generator().manual_seed(2)
+    x = [torch.rand(3, X, generator=g) for _ in range(3)]
+    torch.manual_seed(7)
+    got = O.model_objective(m, 'iwae')(m, x, K)
+    torch.manual_seed(7)
+    drawn = O.random_subsets(3, 2)
+    terms = [None, [0], [1], [2], *drawn]
+    assert torch.allclose(got, sum(O.m_iwae(m, x, K, subset=s) for s in terms))
+    enc = [v.enc(t) for v, t in zip(m.vaes, x, strict=True)]
+    p = (torch.zeros(1, D), softmax_scale(m._pz_params[1]))
+    prec = p[1] ** -2 + enc[0][1] ** -2 + enc[2][1] ** -2
+    q = ((enc[0][0] * enc[0][1] ** -2 + enc[2][0] * enc[2][1] ** -2) / prec, prec ** -0.5)
+    z = q[0] + q[1] * m.eps[:K]
+    lw = normal_logpdf(z, *p).sum(-1) - normal_logpdf(z, *q).sum(-1) + sum(
+        laplace_logpdf(x[d], *m.vaes[d].dec(z)).sum(-1) for d in (0, 2))
+    assert torch.allclose(O.m_iwae(m, x, K, subset=[0, 2]), lme(lw).sum())
+
+
+def test_random_subsets_need_more_than_two_modalities_and_at_most_M():
+    with pytest.raises(UserError, match='already has every subset'):
+        pair('poe', random_subsets=1)
+    with pytest.raises(UserError, match='at most 3 with 3 modalities'):
+        triple(random_subsets=4)
+    triple(random_subsets=3)
+
+
+# ---------------------------------------------------------------- the flags through main.py
+
+@pytest.fixture
+def run_flags(monkeypatch, tmp_path):
+    """main.py's flags of a short MVAE run of the tiny pair (registered; no figures: the data are not images)."""
+    monkeypatch.setattr(train, 'save_epoch_figures', lambda *a, **k: [])
+    with tiny_registry():
+        yield ['--model', 'tiny_pair', '--joint-posterior', 'poe', '--obj', 'dreg', '--K', '2', '--latent-dim', '2',
+               '--batch-size', '8', '--epochs', '1', '--max-steps', '2', '--no-analytics',
+               '--data-dir', str(tmp_path / 'data')]
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--joint-posterior', 'moe', '--prior-expert', 'unit'], 'has no prior expert'),
+    (['--model', 'tiny', '--joint-posterior', 'moe', '--llik-weights', '1'], '--llik-weights applies to multimodal'),
+    (['--llik-weights', '1,2', '--llik_scaling', '2'], 'keep one'),
+    (['--llik-weights', 'a,b'], 'positive numbers separated by commas'),
+    (['--joint-posterior', 'mopoe', '--random-subsets', '1'], 'applies to --joint-posterior poe'),
+    (['--random-subsets', '1'], 'already has every subset'),
+])
+def test_baseline_flags_refuse_what_they_cannot_do(run_flags, tmp_path, capsys, argv, message):
+    run = tmp_path / 'run'
+    assert main([*run_flags, *argv, '--run-dir', str(run)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith('error:') and 'Traceback' not in err
+    assert not run.exists()
+
+
+def test_baseline_flags_are_saved_and_kept_by_resume_and_pre_trained(run_flags, tmp_path, capsys):
+    run, new = tmp_path / 'run', tmp_path / 'new'
+    assert main([*run_flags, '--prior-expert', 'unit', '--llik-weights', '2,0.5', '--run-dir', str(run)]) == 0
+    flags = json.load(open(run / 'args.json'))['flags']
+    assert (flags['prior_expert'], flags['llik_weights'], flags['random_subsets']) == ('unit', '2,0.5', 0)
+    assert main(['--resume', str(run), '--llik-weights', '1,1']) == 2
+    assert 'these flags differ' in capsys.readouterr().err
+    assert main(['--pre-trained', str(run), '--max-steps', '1', '--run-dir', str(new)]) == 0
+    flags = json.load(open(new / 'args.json'))['flags']
+    assert (flags['prior_expert'], flags['llik_weights']) == ('unit', '2,0.5')

@@ -192,6 +192,23 @@ def test_chunked_equals_unchunked_multimodal(multi, monkeypatch, name):
     assert torch.allclose(full, O.OBJECTIVES[name](multi, xs, K))
 
 
+@pytest.mark.parametrize('looser', [False, True])
+@pytest.mark.parametrize('joint', ['moe', 'mopoe'])
+def test_unbiased_mixture_dreg_chunked_equals_unchunked(monkeypatch, joint, looser):
+    """--dreg-estimator true on a mixture: the weights and the hooks of every chunk from the log weights of all
+    chunks, so the gradients are those of the batch in one chunk."""
+    torch.manual_seed(1)
+    m = TinyPair(params(D, joint))
+    xs, K = mdata(B=7), 4
+    ps = [p for p in m.parameters() if p.requires_grad]
+    fn = O.model_objective(m, 'dreg', looser, true_dreg=True)
+    full = grads(fn(m, xs, K), ps)
+    monkeypatch.setattr(O, 'MEMORY_BUDGET', 3 * K * X / 2)  # 3 items per chunk
+    assert O.chunk_size(xs, K) == 3
+    for a, b in zip(full, grads(fn(m, xs, K), ps), strict=True):
+        assert torch.allclose(a, b)
+
+
 def test_chunk_size_matches_released_budget():
     x = [torch.zeros(500, 1, 28, 28), torch.zeros(500, 3, 32, 32)]
     assert O.chunk_size(x, 1000) == int(1e8 * (1 / (1000 * 784) + 1 / (1000 * 3072)))
@@ -252,6 +269,10 @@ def test_dreg_gradients_unimodal(uni, true_dreg):
 @pytest.mark.parametrize('looser', [False, True])
 @pytest.mark.parametrize('true_dreg', [False, True])
 def test_dreg_gradients_multimodal(multi, looser, true_dreg):
+    """Decoders and prior: the IWAE gradient. Encoders, released: sum_k v dlogw/dz dz/dphi with v = d(bound)/d(log w)
+    (w~, or w~ / M looser). True (unbiased for the mixture, docs/reproduction.md): the sample's own expert's score
+    as path terms, weight v (1 - r + r w~) on dlogw/dz and -v r on dlog r/dz, r = r_m(z) the share of its
+    own expert in q(z); the other expert's score -v r' dlog q_m'(z)/dphi at the sample held fixed."""
     xs, K, M = mdata(), 5, 2
     dreg_fn = O.m_dreg_looser if looser else O.m_dreg
     iwae_fn = O.m_iwae_looser if looser else O.m_iwae
@@ -260,24 +281,41 @@ def test_dreg_gradients_multimodal(multi, looser, true_dreg):
     for a, b in zip(grads(iwae_fn(multi, xs, K), rest),
                     grads(dreg_fn(multi, xs, K, true_dreg=true_dreg), rest), strict=True):
         assert torch.allclose(a, b)
-    # encoder of modality r: sum_k W[r, k] dlogw[r, k]/dz dz/dphi_r
     lw, zss = hand_lw_multi(multi, xs, K, detach_q=True)
     leaves = [z.detach().requires_grad_() for z in zss]
     lw_leaf, _ = hand_lw_multi(multi, xs, K, detach_q=True, zss=leaves)
     dlw_dz = torch.autograd.grad(lw_leaf.sum(), leaves)
     lw = lw.detach()
     if looser:
-        w = torch.softmax(lw, 1) / M  # the looser value is a mean over groups
+        wt = torch.softmax(lw, 1)
+        v = wt / M  # the looser value is a mean over groups
     else:
-        w = torch.softmax(lw.reshape(-1, lw.size(-1)), 0).view_as(lw)
-    W = w * (M * w if looser else w) if true_dreg else w
+        v = wt = torch.softmax(lw.reshape(-1, lw.size(-1)), 0).view_as(lw)
+    encs = [v_.enc(x) for v_, x in zip(multi.vaes, xs, strict=True)]
+    dencs = [(loc.detach(), scale.detach()) for loc, scale in encs]
     got = grads(dreg_fn(multi, xs, K, true_dreg=true_dreg), enc)
-    expected = []
-    for r, v in enumerate(multi.vaes):
-        expected += list(torch.autograd.grad(zss[r], list(v.enc.parameters()),
-                                             grad_outputs=W[r].unsqueeze(-1) * dlw_dz[r], retain_graph=True))
+    expected = [torch.zeros_like(p) for p in enc]
+    for r in range(M):
+        out = v[r].unsqueeze(-1) * dlw_dz[r]
+        if true_dreg:  # r_m(z) at group r's samples, on detached encoder outputs
+            lq = torch.stack([laplace_logpdf(leaves[r], *e).sum(-1) for e in dencs])
+            resp = torch.softmax(lq, 0)
+            dlogr_dz, = torch.autograd.grad((lq[r] - torch.logsumexp(lq, 0)).sum(), leaves[r])
+            out = (1 - resp[r] + resp[r] * wt[r]).detach().unsqueeze(-1) * out \
+                - (v[r] * resp[r].detach()).unsqueeze(-1) * dlogr_dz
+            other = 1 - r  # the other expert's score at the held sample
+            score = (v[r] * resp[other].detach() * laplace_logpdf(zss[r].detach(), *encs[other]).sum(-1)).sum()
+            expected = [e - g for e, g in zip(expected, grads(score, enc), strict=True)]
+        path = grads_through(zss[r], enc, out)
+        expected = [e + g for e, g in zip(expected, path, strict=True)]
     for a, b in zip(expected, got, strict=True):
         assert torch.allclose(a, b)
+
+
+def grads_through(z, params, grad_outputs):
+    """The vector-Jacobian product grad_outputs . dz/dparams, zeros where z does not depend on a parameter."""
+    g = torch.autograd.grad(z, params, grad_outputs=grad_outputs, retain_graph=True, allow_unused=True)
+    return [torch.zeros_like(p) if gi is None else gi for p, gi in zip(params, g, strict=True)]
 
 
 MULTIMODAL = [f for f in O.OBJECTIVES.values() if f.__name__.startswith(('m_', 'mixture'))]

@@ -8,10 +8,14 @@ The rule decides the posterior, the objectives the model trains with and its tes
 the prior and the likelihood scalings are the model's (one file per model, as the released code's
 mmvae_*.py). With the default rule, `moe`, every model computes what the released MMVAE computes.
 """
+import math
+
 import torch
 import torch.nn as nn
+from torch.distributions import Normal
 
 from ..distributed import rsample
+from ..errors import UserError
 from .joint import joint_rule
 from .posteriors import Mixture
 from .vae import prior_params, softmax_scale
@@ -43,6 +47,15 @@ class MultimodalVAE(nn.Module):
         self.vaes = nn.ModuleList(vaes)
         self.params = params
         self._pz_params = prior_params(params.latent_dim, params.learn_prior)
+        self._llik_weights = getattr(params, 'llik_weights', '')
+        if self._llik_weights:  # MVAE's lambdas: every modality's weight, in place of the model's defaults
+            weights = parse_llik_weights(self._llik_weights)
+            if len(weights) != len(vaes):
+                raise UserError(f"--llik-weights {self._llik_weights}: {len(weights)} weights for the "
+                                f"{len(vaes)} modalities of --model {self.name} ({', '.join(names)})")
+            for v, w in zip(vaes, weights, strict=True):
+                v.llik_scaling = w
+        check_random_subsets(getattr(params, 'random_subsets', 0), len(vaes))
 
     @classmethod
     def training_objectives(cls, params):
@@ -56,13 +69,24 @@ class MultimodalVAE(nn.Module):
     def prior(self):
         return self.pz(*self.pz_params)
 
+    def prior_expert(self):
+        """The prior expert of the products of experts (poe, mopoe): the prior p(z), or with --prior-expert unit
+        a fixed N(0, I), as the MVAE and MoPoE authors' code (mnist/model.py prior_expert; utils/BaseMMVae.py
+        poe_fusion)."""
+        if getattr(self.params, 'prior_expert', 'prior') == 'unit':
+            loc = self._pz_params[0]
+            return Normal(torch.zeros_like(loc), torch.ones_like(loc))
+        return self.prior()
+
     @property
     def modalities(self):
         return [vae.name for vae in self.vaes]
 
     def scale_first_likelihood(self, default):
-        """Weight the first modality's log-likelihood: --llik_scaling when non-zero, else `default`."""
-        self.vaes[0].llik_scaling = self.params.llik_scaling or default
+        """Weight the first modality's log-likelihood: --llik_scaling when non-zero, else `default` (neither
+        where --llik-weights gave every modality's weight)."""
+        if not self._llik_weights:
+            self.vaes[0].llik_scaling = self.params.llik_scaling or default
 
     def share_prior(self):
         """The unimodal VAEs use the joint prior's parameters (as in the released CUB models)."""
@@ -80,7 +104,7 @@ class MultimodalVAE(nn.Module):
         all). Give `experts` (all modalities') to reuse an encoding. A Mixture of the rule's components."""
         experts = self.experts(xs) if experts is None else experts
         subset = range(len(self.vaes)) if subset is None else subset
-        return Mixture(self.joint.components([experts[m] for m in subset], self.prior(),
+        return Mixture(self.joint.components([experts[m] for m in subset], self.prior_expert(),
                                              full=len(subset) == len(self.vaes)))
 
     def unimodal_posterior(self, m, x):
@@ -123,3 +147,26 @@ def single_component(q):
         raise ValueError(f'expected a single-component posterior, got a mixture of {len(q.components)}')
     return q.components[0]
 
+
+def parse_llik_weights(text):
+    """--llik-weights '1,10' -> [1.0, 10.0]: positive, finite numbers."""
+    try:
+        weights = [float(w) for w in text.split(',')]
+    except ValueError:
+        weights = []
+    if not weights or not all(math.isfinite(w) and w > 0 for w in weights):
+        raise UserError(f"--llik-weights {text!r}: give positive numbers separated by commas, one per modality "
+                        f"(e.g. 1,10)")
+    return weights
+
+
+def check_random_subsets(k, M):
+    """--random-subsets k draws subsets of 2 .. M-1 of the M modalities: k sizes uniformly with replacement, then
+    distinct subsets within a size (MVAE's celeba19/train.py), so at most M: the M subsets of size M - 1 are the
+    fewest of any size."""
+    if k and M < 3:
+        raise UserError(f"--random-subsets {k}: with {M} modalities the sub-sampled objective already has every "
+                        f"subset (the full set and each modality alone): drop the flag")
+    if k > M:
+        raise UserError(f"--random-subsets {k}: at most {M} with {M} modalities (distinct subsets of one size are "
+                        f"drawn, and there are {M} of size {M - 1})")

@@ -34,6 +34,11 @@ class Mixture:
             return lq[0]
         return torch.logsumexp(torch.stack(lq), 0) - math.log(len(lq))
 
+    def responsibilities(self, z):
+        """r_c(z) = q_c(z) / sum_c' q_c'(z), the share of each component in the density at z: (C, ..., B)."""
+        lq = torch.stack([c.log_prob(z).sum(-1) for c in self.components])
+        return torch.softmax(lq, 0)
+
     def rsample(self, sample_shape=torch.Size()):
         """Draws of the mixture: each draw from one component chosen uniformly at random."""
         draws = torch.stack([c.rsample(sample_shape) for c in self.components])

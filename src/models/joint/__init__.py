@@ -7,7 +7,9 @@ A rule is a class registered with `@register_joint`, with
                                  (a product of experts is closed-form for Gaussians only)
     components(experts, prior, full) -> list of distributions
                                  the uniform mixture's components for the given experts (a subset of
-                                 the modalities; `full`: all of them)
+                                 the modalities; `full`: all of them); `prior` is the prior expert: the
+                                 model's prior p(z), or N(0, I) with --prior-expert unit (accepted for
+                                 rules that set `prior_expert = True`)
     objectives() -> ObjectiveSet the --obj choices, their --looser forms and the test bound
     describe(names, full) -> list of str
                                  the components of q(z | x_names) in words (reports, JSON)

@@ -15,6 +15,7 @@ from . import register_joint
 class ProductOfExperts:
     name = 'poe'
     family = Normal
+    prior_expert = True  # the products hold a prior expert (--prior-expert)
 
     @staticmethod
     def components(experts, prior, full):
