@@ -377,3 +377,14 @@ def test_latent_analytics_samples_and_kls_by_hand():
     sym = 0.5 * (laplace_kl(m0, b0, m1, b1) + laplace_kl(m1, b1, m0, b0))
     assert torch.allclose(torch.from_numpy(kls['J(q(z|mnist), q(z|svhn))']), sym, atol=1e-4)
     assert (kls['KL(q(z|svhn) || p(z))'] >= 0).all()
+
+
+def test_the_likelihood_proposals_name_the_prior_expert():
+    from src.models.joint import joint_rule
+    from src.report.calculate_likelihoods import estimators
+    poe, mopoe = joint_rule('poe'), joint_rule('mopoe')
+    assert estimators(poe, ['a', 'b'], 3)['joint'] == 'p(z) q(z|a) q(z|b) (normalised)'
+    assert estimators(poe, ['a', 'b'], 3, 'unit')['joint'] == 'N(0, I) q(z|a) q(z|b) (normalised)'
+    words = estimators(mopoe, ['a', 'b'], 3, 'unit')
+    assert words['joint'] == '1/3 (q(z|a) + q(z|b) + q(z|a) q(z|b) N(0, I) (normalised))'  # the full product's
+    assert words['cross'] == {'a': 'q(z|a)', 'b': 'q(z|b)'}  # a single expert: no product, no prior expert

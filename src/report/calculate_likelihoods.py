@@ -96,7 +96,8 @@ def main(argv=None):
         out['joint'] = joint / n
         out['joint_llik_scaling'] = scaling
         out['joint_posterior'] = args.joint_posterior
-        out['estimator'] = estimators(joint_rule(args.joint_posterior), names, K)
+        out['estimator'] = estimators(joint_rule(args.joint_posterior), names, K,
+                                      getattr(args, 'prior_expert', 'prior'))
         out['marginal'] = {nm: marginal[d] / n for d, nm in enumerate(names)}
         out['cross'] = {names[e]: {names[d]: cross[e][d] / n for d in range(M)} for e in range(M)}
         est = out['estimator']
@@ -114,10 +115,13 @@ def main(argv=None):
     return save_results(out, cmd.save_dir, 'likelihoods', t0, log)
 
 
-def estimators(rule, names, K):
-    """What each estimate's proposal is, in words, for the JSON and the log."""
+def estimators(rule, names, K, prior_expert='prior'):
+    """What each estimate's proposal is, in words, for the JSON and the log. A rule's words name its prior
+    expert p(z); with --prior-expert unit that expert is N(0, I)."""
     def proposal(given):
         parts = rule.describe(given, full=len(given) == len(names))
+        if prior_expert == 'unit':
+            parts = [p.replace('p(z) ', 'N(0, I) ') for p in parts]
         return parts[0] if len(parts) == 1 else f"1/{len(parts)} ({' + '.join(parts)})"
     return {'joint_posterior': rule.name, 'samples_per_component': K, 'joint': proposal(names),
             'cross': {e: proposal([e]) for e in names}}
