@@ -303,8 +303,8 @@ def train(opts, cond, seed, resume):
 def analyse(opts, run):
     from src.report.numbersense.analyse import analyse as analyse_run
     from src.report.runs import device_from
-    analyse_run(run, opts.data_dir, device_from(opts.no_cuda), map=opts.map, map_points=opts.map_points,
-                classifier_epochs=opts.classifier_epochs, protocol=opts.protocol)
+    analyse_run(run, opts.data_dir, device_from(opts.no_cuda, opts.ieee_denormals), map=opts.map,
+                map_points=opts.map_points, classifier_epochs=opts.classifier_epochs, protocol=opts.protocol)
 
 
 def do_job(opts, cond, seed):
@@ -338,7 +338,8 @@ def prepare(opts):
         for split in ('train', 'test'):
             log.info(f'{cond} {split}: {len(load_data(cond, args, split)):,} items')
     for m in ('cmnist', 'oscn'):
-        _, info = get_classifier(m, args, device_from(opts.no_cuda), opts.classifier_epochs, log, opts.protocol)
+        _, info = get_classifier(m, args, device_from(opts.no_cuda, opts.ieee_denormals), opts.classifier_epochs, log,
+                                 opts.protocol)
         log.info(f'{m} number classifier: test accuracy {100 * info["test_accuracy"]:.2f} % ({info["path"]})')
 
 
