@@ -181,7 +181,7 @@ def figure(curves, a):
         for numerics, colour in (('float32', 'tab:blue'), ('amp', 'tab:orange')):
             for name, (steps, loss) in curves.items():
                 if name.startswith(f'{config} {numerics} '):
-                    k = 5  # a running mean over 5 logged steps (100 training steps)
+                    k = min(5, len(loss))  # a running mean over 5 logged steps (100 training steps)
                     smooth = np.convolve(loss, np.ones(k) / k, mode='valid')
                     ax.plot(steps[k - 1:], smooth, color=colour, alpha=0.7, lw=1,
                             label=numerics if name.endswith('seed1') else None)

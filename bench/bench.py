@@ -50,6 +50,7 @@ import json
 import os
 import re
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
@@ -173,7 +174,7 @@ def machine(device):
     return {'device': str(device), 'device_name': device_name(device), 'native_bf16': bf16, 'native_bf16_why': why,
             'threads': torch.get_num_threads(), 'load_avg': [round(x, 2) for x in os.getloadavg()],
             'date': datetime.datetime.now().isoformat(timespec='seconds'), 'torch': torch.__version__,
-            'command': 'python bench/bench.py ' + ' '.join(sys.argv[1:])}
+            'command': shlex.join(['python', os.path.relpath(sys.argv[0]), *sys.argv[1:]])}
 
 
 def released_svhn_dec_forward(self, z):

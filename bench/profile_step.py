@@ -14,9 +14,10 @@ likelihood term, the prior and posterior densities, the weights and the
 reduction), or Adam; a backward operation belongs to the scope of the forward
 operation that made its autograd node (the profiler's sequence numbers). Per
 scope and phase it prints the time per step, the FLOPs (matrix products and
-convolutions), the bytes its operations read (input shapes x element size: 2 for
-a bfloat16 scope under --amp, else 4; a lower bound of the traffic) and where
-that puts it on the roofline: min(matmul peak, FLOP/byte x memory bandwidth),
+convolutions; a backward pass counted as twice its forward), the bytes its
+operations read (input shapes x element size: 2 for a bfloat16 scope under
+--amp, else 4; a lower bound of the traffic) and where that puts it on the
+roofline: min(matmul peak, FLOP/byte x memory bandwidth),
 both measured here (bench/bench.py's measurements). --json FILE writes the rows.
 """
 import collections
@@ -89,9 +90,14 @@ def scope_of(e):
 
 
 def top_level(e, stop):
-    """Whether e is the outermost operator under its scope (or phase) range: its time is not counted twice."""
+    """Whether e is the outermost operator under its scope (or phase) range: its time is not counted twice
+    (a custom autograd Function's range, e.g. SumDiff, is not an operator)."""
     p = e.cpu_parent
-    return p is None or p.name.startswith(stop)
+    while p is not None and not p.name.startswith(stop):
+        if p.name.startswith(('aten::', 'autograd::', 'Optimizer.')):
+            return False
+        p = p.cpu_parent
+    return True
 
 
 def descendants(e):
@@ -103,32 +109,68 @@ def descendants(e):
 def attribute(events, amp):
     """{(scope, phase): [time us, flops, bytes read]} over the profiled steps."""
     rows = collections.defaultdict(lambda: [0.0, 0, 0])
-    fwd_scope, debug = {}, collections.Counter()
+    fwd_scope, fwd_flops = {}, {}
     for e in events:
-        if e.name.startswith('aten::') and e.sequence_nr >= 0:
-            fwd_scope.setdefault(e.sequence_nr, scope_of(e) or 'objective (weights, reductions)')
+        if e.sequence_nr >= 0 and not e.name.startswith('autograd::') and 'Backward' not in e.name:
+            fwd_scope.setdefault(e.sequence_nr, layer_of(e))
+            # an operation's own FLOPs: nested operations may share its sequence number (linear, t)
+            own = e.flops or transposed_conv_flops(e)
+            fwd_flops[e.sequence_nr] = max(own, fwd_flops.get(e.sequence_nr, 0))
     for e in events:
         if e.name.startswith(('autograd::engine::evaluate_function', 'Optimizer.step')) or (
                 e.name.startswith('aten::') and top_level(e, (SCOPE, 'phase:'))):
             if e.name.startswith('Optimizer.step'):
                 key = ('Adam', 'optimizer')
             elif e.name.startswith('autograd::'):
-                key = (fwd_scope.get(e.sequence_nr, 'objective (weights, reductions)'), 'backward')
+                key = (fwd_scope.get(e.sequence_nr, OTHER), 'backward')
             elif e.cpu_parent is not None and e.cpu_parent.name == 'phase:backward':
                 continue  # the engine's own small ops
             else:
-                key = (scope_of(e) or 'objective (weights, reductions)', 'forward')
+                key = (layer_of(e), 'forward')
             ops = [e, *descendants(e)]
             size = 2 if bf16_scope(key[0], amp) else 4
+            if key[1] == 'backward':  # the gradients for the input and for the weights: 2 x forward
+                flops = 2 * fwd_flops.get(e.sequence_nr, 0) if 'ConvolutionBackward' in e.name or \
+                    'mmBackward' in e.name else 0  # (casts and transposes share the product's number)
+            else:
+                flops = counted_flops(e) or transposed_conv_flops(e)
             rows[key][0] += e.cpu_time_total
-            rows[key][1] += sum(o.flops or 0 for o in ops)
+            rows[key][1] += flops
             rows[key][2] += sum(size * _numel(s) for o in ops if o.name.startswith('aten::') and not (
                 o.cpu_parent is not None and o.cpu_parent.name.startswith('aten::')) for s in o.input_shapes if s)
-            if os.environ.get('PROFILE_DEBUG') and key[0].startswith('objective'):
-                debug[e.name, key[1], str(e.input_shapes)[:60]] += e.cpu_time_total
-    for k, v in debug.most_common(15):
-        print(k, round(v / 1e3))
     return rows
+
+
+OTHER = 'objective (weights, reductions)'
+LAYER_OPS = ('aten::conv_transpose2d', 'aten::conv2d', 'aten::linear', 'aten::addmm', 'aten::mm')
+
+
+def layer_of(e):
+    """An operation's scope; a network's own convolutions and products (svhn.Dec calls them directly,
+    not through its submodules) named by their weight's shape."""
+    scope = scope_of(e) or OTHER
+    op = e
+    while op is not None and op.name.startswith('aten::'):  # the outermost operator
+        if op.name in LAYER_OPS and len(op.input_shapes) > 1 and op.input_shapes[1]:
+            layer = op
+        op = op.cpu_parent
+    found = locals().get('layer')
+    if found is not None and scope != OTHER and not scope.split('.')[-1].isdigit():
+        return f"{scope} {found.name[6:]} {'x'.join(map(str, found.input_shapes[1]))}"
+    return scope
+
+
+def counted_flops(e):
+    """The profiler's FLOPs of an operation, each nested operation counted once."""
+    return e.flops or sum(counted_flops(c) for c in e.cpu_children)
+
+
+def transposed_conv_flops(e):
+    """2 N H W C_in C_out k^2 of aten::conv_transpose2d (every input pixel scatters a k x k x C_out patch)."""
+    if e.name != 'aten::conv_transpose2d' or len(e.input_shapes) < 2 or len(e.input_shapes[0]) != 4:
+        return 0
+    (n, c_in, h, w), (_, c_out, kh, kw) = e.input_shapes[0], e.input_shapes[1]
+    return 2 * n * h * w * c_in * c_out * kh * kw
 
 
 def bf16_scope(scope, amp):
@@ -207,11 +249,11 @@ def print_table(table, args, peaks):
     print(f"{total:,.0f} ms per step profiled ({args.steps} steps); matmul peak float32 "
           f"{peaks['float32'] / 1e9:,.0f} GFLOP/s, bfloat16 {peaks['bfloat16'] / 1e9:,.0f} GFLOP/s; memory "
           f"{peaks['bandwidth'] / 1e9:,.1f} GB/s; {torch.get_num_threads()} threads")
-    print(f"{'scope':34s} {'phase':9s} {'ms':>8s} {'%':>5s} {'GFLOP':>7s} {'GB read':>8s} {'FLOP/B':>7s} "
+    print(f"{'scope':44s} {'phase':9s} {'ms':>8s} {'%':>5s} {'GFLOP':>7s} {'GB read':>8s} {'FLOP/B':>7s} "
           f"{'achieved':>16s} {'of roofline':>11s}")
     for r in table[:args.top]:
         unit = 'GFLOP/s' if r['kind'] == 'matmul' else 'GB/s'
-        print(f"{r['scope'][:34]:34s} {r['phase']:9s} {r['ms']:8.1f} {100 * r['ms'] / total:5.1f} {r['gflop']:7.2f} "
+        print(f"{r['scope'][:44]:44s} {r['phase']:9s} {r['ms']:8.1f} {100 * r['ms'] / total:5.1f} {r['gflop']:7.2f} "
               f"{r['gbytes_read']:8.3f} {r['flop_per_byte']:7.1f} {r['achieved'] / 1e9:8.1f} {unit:7s} "
               f"{100 * r['fraction_of_roofline']:10.0f}%")
 
