@@ -14,6 +14,7 @@ wheels), and flushes_denormals checks the result on a multi-threaded product.
 """
 import contextlib
 import ctypes
+import os
 import re
 
 import torch
@@ -51,14 +52,18 @@ _GOMP = []
 
 
 def _libgomp():
-    """torch's libgomp (None if another OpenMP runtime, or none, is loaded)."""
+    """torch's libgomp (None if another OpenMP runtime, or none, is loaded). Other packages load their own
+    copies (scikit-learn's wheels do): the one in torch's directory, else the system's."""
     if not _GOMP:
         try:
             with open('/proc/self/maps') as f:
-                paths = re.findall(r'(/\S*libgomp\S*\.so\S*)', f.read())
-            _GOMP.append(ctypes.CDLL(paths[0]) if paths else None)
+                paths = sorted(set(re.findall(r'(/\S*libgomp\S*\.so\S*)', f.read())))
         except OSError:
-            _GOMP.append(None)
+            paths = []
+        torch_dir = os.path.dirname(os.path.realpath(torch.__file__))
+        ours = [p for p in paths if os.path.realpath(p).startswith(torch_dir)] or \
+            [p for p in paths if os.path.basename(p).startswith('libgomp.so')]
+        _GOMP.append(ctypes.CDLL(ours[0]) if ours else None)
     return _GOMP[0]
 
 
