@@ -18,7 +18,7 @@ unfinished one resumes from its checkpoint, a missing analysis is made).
 
 summarise writes, per run and per configuration and numerics (mean, sd over the seeds),
 the final training loss (mean of the last 100 steps' logged losses), the final test
-bound, and the analyses' numbers: runs.csv, summary.csv, summary.json, curves.json (the
+bound, and the analyses' numbers: runs.csv, summary.json, summary.md, curves.json (the
 logged training losses) into --results, and the figure --figure.
 """
 import argparse
@@ -166,9 +166,28 @@ def summarise(a):
                 **{k: {'mean': float(np.mean(v)), 'sd': float(np.std(v, ddof=1)) if len(v) > 1 else None}
                    for k in keys if (v := [r[k] for r in group if k in r])}}
     save_json(summary, os.path.join(a.results, 'summary.json'))
+    save_text(markdown(summary, a), os.path.join(a.results, 'summary.md'))
     save_json({k: {'steps': s, 'loss': v} for k, (s, v) in curves.items()}, os.path.join(a.results, 'curves.json'))
     figure(curves, a)
     print(json.dumps(summary, indent=1))
+
+
+def markdown(summary, a):
+    """One table per configuration: each measure's mean (sd) over the seeds, float32 and --amp, and
+    the difference against the float32 seeds' sd."""
+    out = []
+    for config in a.configs:
+        f32, amp = summary.get(f'{config} float32', {}), summary.get(f'{config} amp', {})
+        out += [f"### {config}: seeds float32 {f32.get('seeds')}, --amp {amp.get('seeds')}", '',
+                '| measure | float32 mean (sd) | --amp mean (sd) | --amp - float32 | in float32 sds |',
+                '|---|---|---|---|---|']
+        for k in sorted(set(f32) & set(amp) - {'seeds', 'steps'}):
+            a_, b_ = f32[k], amp[k]
+            sd = f'{(b_["mean"] - a_["mean"]) / a_["sd"]:+.2f}' if a_['sd'] else ''
+            out.append(f"| {k} | {a_['mean']:.4g} ({a_['sd'] or 0:.2g}) | {b_['mean']:.4g} ({b_['sd'] or 0:.2g}) | "
+                       f"{b_['mean'] - a_['mean']:+.3g} | {sd} |")
+        out.append('')
+    return '\n'.join(out)
 
 
 def figure(curves, a):
