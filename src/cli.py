@@ -205,13 +205,16 @@ def add_numbersense_flags(g):
 
 
 def add_speed_flags(g):
-    """Both off by default, so that the default numerics are plain float32."""
+    """All off by default, so that the default numerics are plain float32 (subnormals flushed on CPUs)."""
     g.add_argument('--amp', action='store_true',
                    help='train with bfloat16 autocast in the decoders (GPU, or CPUs with bf16 support): '
                         'faster, training losses within 0.5%% of float32 (tests/test_speed_equivalence.py); '
                         'encoders, sampling, losses and evaluation stay float32')
     g.add_argument('--compile', action='store_true',
                    help='torch.compile the encoders and decoders (first steps slower while compiling)')
+    g.add_argument('--ieee-denormals', action='store_true',
+                   help='keep IEEE subnormal numbers on the CPU (by default they are flushed to zero, which changes '
+                        'values only below 1.2e-38 and avoids slow steps; docs/performance.md)')
 
 
 def explicit_flags(parser, argv):

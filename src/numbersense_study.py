@@ -5,6 +5,7 @@ the number-sense analyses of every run, then the statistics.
     python src/numbersense_study.py --protocol extended    # this project's earlier design
     python src/numbersense_study.py --offline --quick      # minutes on a laptop CPU
     python src/numbersense_study.py --print-commands       # the same study, one job per line
+    python src/numbersense_study.py --jobs 2               # two runs at a time on this machine
 
 --protocol noda2024 (default) runs what the authors ran (Kamma Noda, Soda &
 Yamashita 2024, their released main.py / src/config.py / data_prepare/):
@@ -30,12 +31,20 @@ classifier epochs, map, item counts, data) is not redone, one made with other
 settings is redone; a run directory trained with other flags than the study's
 is an error. Budgets are logged and summarised in optimiser steps, with their
 share of the protocol's steps (src/report/numbersense/budget.py).
+
+--jobs N runs N of the study's jobs at once on this machine, each a process of
+its own (the same `--job CONDITION:SEED` command --print-commands lists, so each
+resumes as one does) with the machine's cores divided among them
+(OMP_NUM_THREADS); the datasets and number classifiers are built first, once
+(--prepare), and the statistics after the last job, as with --jobs 1.
 """
 import argparse
 import logging
 import os
 import shlex
+import subprocess
 import sys
+import time
 
 from src.cli import build_parser as main_parser
 from src.cli import check_dir, explicit_flags, parse_args
@@ -67,7 +76,7 @@ PER_RUN = ('model', 'seed', 'run_dir', 'resume', 'pre_trained', 'experiment', 'o
 BOOKKEEPING = ('data_dir', 'out_dir', 'experiment', 'run_dir', 'resume', 'no_analytics', 'no_cuda', 'print_freq',
                'checkpoint_every', 'skip_nonfinite', 'compile', 'logp')
 STUDY_DESTS = ('protocol', 'quick', 'study_dir', 'seeds', 'first_seed', 'conditions', 'classifier_epochs', 'map',
-               'map_points', 'print_commands', 'write_commands', 'job', 'prepare', 'stats_only', 'train_only')
+               'map_points', 'print_commands', 'write_commands', 'job', 'prepare', 'stats_only', 'train_only', 'jobs')
 log = logging.getLogger('mmvae.study')
 
 
@@ -99,6 +108,9 @@ def build_parser():
                    help='print one command per job, for a cluster; write nothing, run nothing')
     w.add_argument('--write-commands', default='', metavar='FILE', help='write the command list to FILE; run nothing')
     w.add_argument('--job', default='', metavar='CONDITION:SEED', help='train and analyse this run only')
+    w.add_argument('--jobs', type=int, default=1, metavar='N',
+                   help="run N jobs at once on this machine, each a process with 1/N of the CPU cores "
+                        "(OMP_NUM_THREADS); every job resumes as --job does")
     w.add_argument('--train-only', action='store_true', help='train (or resume) the runs, analyse nothing')
     w.add_argument('--prepare', action='store_true', help='only build the datasets and number classifiers')
     w.add_argument('--stats-only', action='store_true',
@@ -129,7 +141,7 @@ def resolve(argv):
     opts.deviations = {k: {'value': getattr(opts, k), 'protocol': v} for k, v in protocol.items()
                        if getattr(opts, k) != v}
     opts.typed_main = sorted(k for k in typed if k not in STUDY_DESTS)
-    for k in ('seeds', 'classifier_epochs', 'map_points'):
+    for k in ('seeds', 'classifier_epochs', 'map_points', 'jobs'):
         if getattr(opts, k) < 1:
             raise UserError(f"--{k.replace('_', '-')} must be a positive integer, got {getattr(opts, k)}")
     if opts.first_seed < 0:
@@ -303,8 +315,8 @@ def train(opts, cond, seed, resume):
 def analyse(opts, run):
     from src.report.numbersense.analyse import analyse as analyse_run
     from src.report.runs import device_from
-    analyse_run(run, opts.data_dir, device_from(opts.no_cuda), map=opts.map, map_points=opts.map_points,
-                classifier_epochs=opts.classifier_epochs, protocol=opts.protocol)
+    analyse_run(run, opts.data_dir, device_from(opts.no_cuda, opts.ieee_denormals), map=opts.map,
+                map_points=opts.map_points, classifier_epochs=opts.classifier_epochs, protocol=opts.protocol)
 
 
 def do_job(opts, cond, seed):
@@ -338,7 +350,8 @@ def prepare(opts):
         for split in ('train', 'test'):
             log.info(f'{cond} {split}: {len(load_data(cond, args, split)):,} items')
     for m in ('cmnist', 'oscn'):
-        _, info = get_classifier(m, args, device_from(opts.no_cuda), opts.classifier_epochs, log, opts.protocol)
+        _, info = get_classifier(m, args, device_from(opts.no_cuda, opts.ieee_denormals), opts.classifier_epochs, log,
+                                 opts.protocol)
         log.info(f'{m} number classifier: test accuracy {100 * info["test_accuracy"]:.2f} % ({info["path"]})')
 
 
@@ -370,6 +383,44 @@ def commands(opts):
     lines += ['# 3. after all jobs: the statistics (summary.json, summary.md, summary.png)',
               f'{me} {base} --stats-only']
     return lines
+
+
+# ---------------------------------------------------------------- jobs side by side
+
+def job_argv(opts, cond, seed):
+    """The command of one job: this study's flags (as --print-commands lists them) and --job."""
+    argv = [sys.executable, os.path.abspath(__file__), *study_argv(opts), '--job', f'{cond}:{seed}']
+    return argv + (['--train-only'] if opts.train_only else [])
+
+
+def run_side_by_side(opts):
+    """The jobs, opts.jobs at a time, each a process with its share of the cores; its output in
+    <study-dir>/jobs/<condition>_seed<NNN>.log. A failed job is reported after the others have run."""
+    prepare(opts)  # datasets and classifiers once, before the jobs read them
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
+    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, cores // opts.jobs)))
+    os.makedirs(os.path.join(opts.study_dir, 'jobs'), exist_ok=True)
+    todo = [(cond, seed) for seed in opts.seed_list for cond in opts.conditions]
+    running, failed = {}, []
+    log.info(f'{len(todo)} jobs, {opts.jobs} at a time, {env["OMP_NUM_THREADS"]} threads each')
+    while todo or running:
+        while todo and len(running) < opts.jobs:
+            cond, seed = todo.pop(0)
+            path = os.path.join(opts.study_dir, 'jobs', f'{cond}_seed{seed:03d}.log')
+            with open(path, 'a') as out:
+                running[cond, seed] = (subprocess.Popen(job_argv(opts, cond, seed), stdout=out,
+                                                        stderr=subprocess.STDOUT, env=env), path, time.time())
+            log.info(f'[{cond} seed {seed}] job started (output: {display_path(path)})')
+        time.sleep(1)
+        for (cond, seed), (proc, path, t0) in list(running.items()):
+            if proc.poll() is not None:
+                del running[cond, seed]
+                log.info(f'[{cond} seed {seed}] job {"done" if proc.returncode == 0 else "FAILED"} in '
+                         f'{time.time() - t0:,.0f} s')
+                if proc.returncode:
+                    failed.append(f'{cond}:{seed} (exit {proc.returncode}; see {display_path(path)})')
+    if failed:
+        raise UserError(f"{len(failed)} job(s) failed: {', '.join(failed)}. Rerun the same command to resume them")
 
 
 # ---------------------------------------------------------------- main
@@ -421,9 +472,12 @@ def main(argv=None):
         do_job(opts, *opts.job)
         return
     if not opts.stats_only:
-        for seed in opts.seed_list:
-            for cond in opts.conditions:
-                do_job(opts, cond, seed)
+        if opts.jobs > 1:
+            run_side_by_side(opts)
+        else:
+            for seed in opts.seed_list:
+                for cond in opts.conditions:
+                    do_job(opts, cond, seed)
     if not opts.train_only:
         from src.report.numbersense.summary import aggregate
         aggregate(opts, log, run_records(opts), training=training_description(opts), deviations=deviation_text(opts),

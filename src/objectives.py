@@ -33,6 +33,8 @@ import torch
 from torch.distributions import Laplace, Normal
 from torch.distributions import kl_divergence as _torch_kl
 
+from .mixed_precision import SumDiff
+
 MEMORY_BUDGET = 1e8  # released heuristic: about 1e8 / (K * data size) items per chunk
 
 
@@ -97,13 +99,17 @@ def _log_px_z(px_z, x, scaling):
     """
     lead = px_z.batch_shape[:2]
     if type(px_z) in (Laplace, Normal) and not any(px_z.scale.stride()):
-        diff, n = x - px_z.loc, prod(px_z.batch_shape[2:])
-        s = px_z.scale.reshape(-1)[0].to(diff.dtype)
-        if type(px_z) is Laplace:  # log p = -log(2 s) - |x - loc| / s
-            lp = -diff.abs().reshape(*lead, -1).sum(-1) / s - n * torch.log(2 * s)
+        loc, n, laplace = px_z.loc, prod(px_z.batch_shape[2:]), type(px_z) is Laplace
+        if loc.dtype != x.dtype:  # --amp: bfloat16 means; the sum in float32 (src/mixed_precision.py)
+            total = SumDiff.apply(loc.reshape(*lead, -1), x.reshape(x.size(0), -1), 1 if laplace else 2)
+        else:
+            diff = x - loc
+            total = (diff.abs() if laplace else diff.square()).reshape(*lead, -1).sum(-1)
+        s = px_z.scale.reshape(-1)[0].to(total.dtype)
+        if laplace:  # log p = -log(2 s) - |x - loc| / s
+            lp = -total / s - n * torch.log(2 * s)
         else:  # log p = -log(s) - log(2 pi) / 2 - (x - loc)^2 / (2 s^2)
-            lp = (-diff.square().reshape(*lead, -1).sum(-1) / (2 * s ** 2)
-                  - n * (torch.log(s) + 0.5 * math.log(2 * math.pi)))
+            lp = -total / (2 * s ** 2) - n * (torch.log(s) + 0.5 * math.log(2 * math.pi))
         return lp * scaling
     return px_z.log_prob(x).view(*lead, -1).sum(-1) * scaling
 

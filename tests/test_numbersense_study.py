@@ -191,6 +191,30 @@ def test_study_end_to_end(finished_study):
 
 
 @pytest.mark.slow
+def test_jobs_side_by_side_give_the_same_study(finished_study, tiny_data, tmp_path, monkeypatch):
+    """--jobs 2: the same runs and summary as one job at a time (each job a process with 1 of the
+    2 cores, as the in-process study here has one thread); a rerun resumes, training nothing."""
+    monkeypatch.setattr(os, 'sched_getaffinity', lambda pid: {0, 1})
+    s = str(tmp_path / 'jobs')
+    study.main(flags(s, tiny_data) + ['--jobs', '2'])
+    assert [os.path.relpath(r, s) for r in run_dirs(s)] == [os.path.relpath(r, finished_study)
+                                                            for r in run_dirs(finished_study)]
+    for run in run_dirs(s):
+        with open(os.path.join(run, 'args.json')) as f:
+            assert json.load(f)['flags']['seed'] in (0, 1)
+    def summary(d):
+        with open(os.path.join(d, 'summary.json')) as f:
+            return json.loads(f.read().replace(d, 'STUDY'))
+    assert summary(s) == summary(finished_study)
+    log = open(os.path.join(s, 'study.log')).read()
+    assert '6 jobs, 2 at a time, 1 threads each' in log and log.count('job done') == 6
+    assert os.path.isfile(os.path.join(s, 'jobs', 'cmnist_oscn_seed001.log'))
+    mtimes = {r: os.path.getmtime(os.path.join(r, 'model.pt')) for r in run_dirs(s)}
+    study.main(flags(s, tiny_data) + ['--jobs', '2'])
+    assert all(os.path.getmtime(os.path.join(r, 'model.pt')) == t for r, t in mtimes.items())
+
+
+@pytest.mark.slow
 def test_study_resumes(finished_study, tiny_data):
     s = finished_study
     before = run_dirs(s)

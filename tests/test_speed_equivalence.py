@@ -282,3 +282,44 @@ def test_amp_run_close_to_float32(offline_data_dir, tmp_path):
         a, b = losses['amp'][key][0], losses['fp32'][key][0]
         assert a != b  # bf16 did run
         assert abs(a - b) / abs(b) < AMP_TOLERANCE, (key, a, b)
+
+
+# ---------------------------------------------------------------- --amp's likelihood term
+
+@pytest.mark.parametrize('family, p', [(dist.Laplace, 1), (dist.Normal, 2)])
+def test_amp_likelihood_is_float32_on_the_bf16_means(family, p):
+    """Under --amp the decoder means are bfloat16; the log density is the float32 one of those means
+    (as torch's log_prob on them in float64), and its gradient is the float64 one, in bfloat16."""
+    torch.manual_seed(8)
+    x = torch.rand(4, 3, 8, 8)
+    loc = torch.rand(2, 4, 3, 8, 8).to(torch.bfloat16).requires_grad_()
+    w = torch.rand(2, 4)
+    value = O._log_px_z(family(loc, torch.tensor(0.75)), x, 1.7)
+    (value * w).sum().backward()
+    loc64 = loc.detach().double().requires_grad_()
+    expected = family(loc64, torch.full_like(loc64, 0.75)).log_prob(x.double()).sum((2, 3, 4)) * 1.7
+    (expected * w.double()).sum().backward()
+    assert value.dtype == torch.float32 and loc.grad.dtype == torch.bfloat16
+    assert torch.allclose(value.double(), expected.detach(), rtol=1e-6)
+    assert_close(loc.grad.double(), loc64.grad, 2 ** -7)  # bfloat16 has 8 significant bits
+    assert (loc.grad.double() - loc64.grad).abs().max() > 0  # the gradient was computed in bfloat16
+
+
+def test_amp_decoders_bf16_encoders_and_log_densities_float32():
+    """amp_objective: the decoders' means bfloat16, the posteriors and every log weight float32."""
+    model = MODELS['cmnist_oscn'](argparse.Namespace(**vars(flags()), arch='mlp', dist='normal',
+                                                     joint_prior='laplace', joint_posterior='moe'))
+    x = [torch.rand(3, 3, 28, 28), torch.rand(3, 3, 32, 32)]
+    seen = {}
+    orig = O._log_px_z
+
+    def spy(px_z, x, scaling):
+        seen.setdefault('loc', px_z.loc.dtype)
+        out = orig(px_z, x, scaling)
+        seen.setdefault('log_px_z', out.dtype)
+        return out
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(O, '_log_px_z', spy)
+        value = amp_objective(model_objective(model, 'dreg'), torch.device('cpu'))(model, x, 4)
+    assert seen == {'loc': torch.bfloat16, 'log_px_z': torch.float32} and value.dtype == torch.float32
+    assert model.experts(x)[0].loc.dtype == torch.float32

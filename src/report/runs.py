@@ -11,6 +11,7 @@ from src.distributed import default_device
 from src.errors import UserError, report
 from src.files import load_torch, save_json
 from src.models import MODELS
+from src.numerics import set_flush_denormal
 from src.rundir import LogFile, read_run
 from src.tracking import log_analysis
 
@@ -56,9 +57,15 @@ def add_run_flags(p, data_help="where the data are (default: the run's --data-di
     p.add_argument('--seed', type=int, default=None,
                    help="seed of the analysis' shuffles and samples (default: the run's --seed)")
     p.add_argument('--no-cuda', action='store_true', help='do not use a GPU even when one is available')
+    p.add_argument('--ieee-denormals', action='store_true',
+                   help='keep IEEE subnormal numbers on the CPU (default: flushed to zero, as in training; '
+                        'docs/performance.md)')
 
 
-def device_from(no_cuda):
+def device_from(no_cuda, ieee_denormals=False):
+    """The device an analysis runs on; the CPU's subnormals flushed to zero unless ieee_denormals (for the
+    rest of the process, in this thread and torch's OpenMP threads: src/numerics.py)."""
+    set_flush_denormal(not ieee_denormals)
     return default_device(no_cuda)
 
 

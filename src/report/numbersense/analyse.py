@@ -425,7 +425,7 @@ def build_parser():
 
 def main(argv=None):
     a = build_parser().parse_args(argv)
-    analyse(a.save_dir, a.data_dir, device_from(a.no_cuda), a.map, a.map_points, a.silhouette_points,
+    analyse(a.save_dir, a.data_dir, device_from(a.no_cuda, a.ieee_denormals), a.map, a.map_points, a.silhouette_points,
             a.classifier_epochs, a.seed, a.protocol, a.offline)
 
 

@@ -1,0 +1,88 @@
+"""How floats behave on the training device: subnormal numbers on CPUs, and whether bfloat16 is native.
+
+Subnormals (|x| < 1.2e-38 in float32) arise in training these models (docs/performance.md: Adam's second
+moments of rarely used weights, sigmoid gradients of saturated pixels, far tails of log densities);
+on many x86 CPUs every operation on one takes a microcode assist of ~100 cycles, so a step can take
+several times as long as it needs to. Flushing them to zero (FTZ/DAZ in the MXCSR register) costs
+nothing and changes values only below 1.2e-38. It is the default on CPUs; --ieee-denormals keeps
+IEEE behaviour.
+
+torch.set_flush_denormal sets the register of the calling thread only: torch's OpenMP threads that
+already exist keep theirs (new threads inherit their creator's). set_flush_denormal below also
+sets it in every thread of the OpenMP team through libgomp (the OpenMP runtime of torch's Linux
+wheels), and flushes_denormals checks the result on a multi-threaded product.
+"""
+import contextlib
+import ctypes
+import os
+import re
+
+import torch
+
+SUBNORMAL_PROBE = 1e-30  # x 1e-10 = 1e-40: subnormal in float32, 0 when flushed
+
+
+def set_flush_denormal(on):
+    """Flush subnormals to zero (on) or keep IEEE behaviour, in this thread and torch's OpenMP threads."""
+    torch.set_flush_denormal(on)
+    gomp = _libgomp()
+    if gomp is not None and torch.get_num_threads() > 1:
+        callback = ctypes.CFUNCTYPE(None, ctypes.c_void_p)(lambda _: torch.set_flush_denormal(on))
+        gomp.GOMP_parallel(callback, None, ctypes.c_uint(torch.get_num_threads()), ctypes.c_uint(0))
+
+
+def flushes_denormals():
+    """Whether a float32 product with a subnormal result gives 0 on every thread that computes it."""
+    x = torch.full((1 << 20,), SUBNORMAL_PROBE)  # large enough to be split among the threads
+    return int(torch.count_nonzero(x * 1e-10)) == 0
+
+
+@contextlib.contextmanager
+def cpu_denormals(ieee=False):
+    """Subnormals flushed to zero inside the block (ieee: IEEE behaviour), as before it afterwards."""
+    before = flushes_denormals()
+    set_flush_denormal(not ieee)
+    try:
+        yield
+    finally:
+        set_flush_denormal(before)
+
+
+_GOMP = []
+
+
+def _libgomp():
+    """torch's libgomp (None if another OpenMP runtime, or none, is loaded). Other packages load their own
+    copies (scikit-learn's wheels do): the one in torch's directory, else the system's."""
+    if not _GOMP:
+        try:
+            with open('/proc/self/maps') as f:
+                paths = sorted(set(re.findall(r'(/\S*libgomp\S*\.so\S*)', f.read())))
+        except OSError:
+            paths = []
+        torch_dir = os.path.dirname(os.path.realpath(torch.__file__))
+        ours = [p for p in paths if os.path.realpath(p).startswith(torch_dir)] or \
+            [p for p in paths if os.path.basename(p).startswith('libgomp.so')]
+        _GOMP.append(ctypes.CDLL(ours[0]) if ours else None)
+    return _GOMP[0]
+
+
+# ---------------------------------------------------------------- bfloat16
+
+def native_bf16(device):
+    """(True/False, why): whether the device computes bfloat16 matrix products natively: a GPU of compute
+    capability 8.0 or more (Ampere on), a CPU with AMX-BF16 or AVX512-BF16."""
+    if device.type == 'cuda':
+        major, minor = torch.cuda.get_device_capability(device)
+        return major >= 8, f'compute capability {major}.{minor}'
+    flags = cpu_flags()
+    have = [f for f in ('amx_bf16', 'avx512_bf16') if f in flags]
+    return bool(have), ', '.join(have) if have else 'no amx_bf16 or avx512_bf16 in the CPU flags'
+
+
+def cpu_flags():
+    try:
+        with open('/proc/cpuinfo') as f:
+            return set(re.search(r'^flags\s*:(.*)$', f.read(), re.M).group(1).split())
+    except (OSError, AttributeError):
+        return set()
