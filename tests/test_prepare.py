@@ -297,6 +297,25 @@ def test_cub_archives_that_do_not_fit(case, message, miniature, tmp_path, monkey
     assert re.search(message, one_error(err)), err
 
 
+@pytest.mark.parametrize('fraction', [0.3, 0.7])
+def test_cub_archives_cut_short(fraction, miniature, tmp_path, monkeypatch, capsys):
+    """A copy cut short (a download by hand that stopped): an error naming it, nothing unpacked kept."""
+    images, captions = miniature
+    data = open(images, 'rb').read()
+    cut = tmp_path / 'CUB_200_2011.tgz'
+    cut.write_bytes(data[:int(fraction * len(data))])
+    monkeypatch.setattr(cub, 'IMAGES_MD5', rf.md5(cut))  # lifted for this file: the cut is what is tested
+    d = str(tmp_path / 'data')
+    rc, _, err = run_cli(['cub', '--data-dir', d, '--cub-images', str(cut), '--cub-captions', captions], capsys)
+    assert rc == 2 and f'{cut} is damaged or cut short' in one_error(err)
+    assert not os.path.exists(os.path.join(d, 'cub')) and not os.path.exists(os.path.join(d, 'cub.partial'))
+    monkeypatch.setattr(cub, 'IMAGES_MD5', rf.md5(images))  # the whole images archive again
+    half = tmp_path / 'cvpr2016_cub.tar.gz'
+    half.write_bytes(open(captions, 'rb').read()[:int(fraction * os.path.getsize(captions))])
+    rc, _, err = run_cli(['cub', '--data-dir', d, '--cub-images', images, '--cub-captions', str(half)], capsys)
+    assert rc == 2 and f'{half} is damaged or cut short' in one_error(err)
+
+
 def test_cub_captions_archive_that_is_not_one(miniature, tmp_path, capsys):
     images, _ = miniature
     bad = tmp_path / 'cvpr2016_cub.tar.gz'

@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import tarfile
+import zlib
 
 from tqdm import tqdm
 
@@ -99,18 +100,39 @@ def _open_tar(path, what):
 
 
 def _members(tar, path, desc):
-    """The archive's regular files, with a progress bar over its compressed bytes."""
+    """The archive's regular files, with a progress bar over its compressed bytes; an archive cut short or
+    damaged part way is an error, not a traceback."""
     raw = tar.fileobj.fileobj if hasattr(tar.fileobj, 'fileobj') else tar.fileobj
     with tqdm(total=os.path.getsize(path), unit='B', unit_scale=True, desc=desc, disable=None) as bar:
-        for m in tar:
+        members = iter(tar)
+        while True:
+            try:
+                m = next(members)
+            except StopIteration:
+                return
+            except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+                raise _damaged(path, e) from None
             bar.update(raw.tell() - bar.n)
             if m.isfile():
                 yield m
 
 
+def _damaged(path, e):
+    return UserError(f"{path} is damaged or cut short ({type(e).__name__}: {e}).\n"
+                     f"  fix: delete it and run this command again, or give a whole copy")
+
+
+def _bytes(tar, m, path):
+    """A member's content; a member cut short is an error naming the archive."""
+    try:
+        return tar.extractfile(m).read()
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+        raise _damaged(path, e) from None
+
+
 def _text(tar, m, path):
     try:
-        return tar.extractfile(m).read().decode('utf-8')
+        return _bytes(tar, m, path).decode('utf-8')
     except UnicodeDecodeError:
         raise UserError(f"{m.name} in {path} is not UTF-8 text: not the {CAPTIONS_FILE} of Reed et al.") from None
 
@@ -151,8 +173,8 @@ def unpack_images(path, dst, split_of):
                 continue
             folder = os.path.join(dst, split_of[cls], cls)
             os.makedirs(folder, exist_ok=True)
-            with tar.extractfile(m) as src, open(os.path.join(folder, name), 'wb') as f:
-                shutil.copyfileobj(src, f)
+            with open(os.path.join(folder, name), 'wb') as f:
+                f.write(_bytes(tar, m, path))  # a JPEG of CUB: tens of kB
             counts[split_of[cls]] += 1
     if unknown:
         raise UserError(f"{len(unknown)} image classes of {path} are in neither class list of the captions "
