@@ -74,9 +74,10 @@ class Tracker:
             with events(self.run_dir):
                 self.writer.add_scalar('loss/train_step', loss_per_item, global_step)
 
-    def epoch(self, epoch, losses, global_step):
-        """After epoch `epoch`: metrics.csv from the whole loss history; the epoch's scalars."""
-        save_text(metrics_csv(losses, global_step, epoch), os.path.join(self.run_dir, 'metrics.csv'))
+    def epoch(self, epoch, losses, steps_per_epoch, global_step):
+        """After epoch `epoch` (ending at `global_step`): metrics.csv from the whole loss history; the
+        epoch's scalars."""
+        save_text(metrics_csv(losses, steps_per_epoch, global_step), os.path.join(self.run_dir, 'metrics.csv'))
         if self.writer:
             with events(self.run_dir):
                 for tag, key in (('loss/train', 'train'), ('loss/test', 'test'),
@@ -112,16 +113,16 @@ class Tracker:
                 self.writer.close()
 
 
-def metrics_csv(losses, last_step, epochs):
-    """The loss history as CSV text; the step column counts training steps (epochs of equal length)."""
+def metrics_csv(losses, steps_per_epoch, last_step):
+    """The loss history as CSV text; the step column counts training steps: every epoch but the last is
+    whole, the last ends at `last_step` (short where --max-steps ended the run)."""
     out = io.StringIO()
     w = csv.writer(out, lineterminator='\n')
     w.writerow(COLUMNS)
-    per_epoch = last_step // epochs
     skipped = losses.get('skipped_batches', [0] * len(losses['train']))
     rows = zip(losses['train'], losses['test'], losses['epoch_seconds'], skipped, strict=True)
     for e, (train, test, seconds, skip) in enumerate(rows, 1):
-        w.writerow((e, e * per_epoch, repr(train), repr(test), seconds, skip))
+        w.writerow((e, min(e * steps_per_epoch, last_step), repr(train), repr(test), seconds, skip))
     return out.getvalue()
 
 

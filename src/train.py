@@ -445,6 +445,11 @@ def steps_in_epoch(r, epoch):
     return min(n, r.args.max_steps - (epoch - 1) * n) if r.args.max_steps else n
 
 
+def epoch_end_step(r, epoch):
+    """The global step at the end of `epoch` (the last one short where --max-steps ends the run)."""
+    return (epoch - 1) * len(r.train_loader) + steps_in_epoch(r, epoch)
+
+
 def end_epoch(r, progress, epoch, totals, test_loss, seconds):
     losses = progress.losses
     losses['train'].append(totals['loss'] / max(totals['items'], 1))
@@ -454,7 +459,7 @@ def end_epoch(r, progress, epoch, totals, test_loss, seconds):
     if r.main:
         save_weights(r.model, r.dir)
         save_json(losses, os.path.join(r.dir, 'losses.json'))
-        r.tracker.epoch(epoch, losses, epoch * len(r.train_loader))
+        r.tracker.epoch(epoch, losses, len(r.train_loader), epoch_end_step(r, epoch))
     save_checkpoint(r, progress, epoch, 0, None, r.train_loader.get_state(), rng_states(r.device))
     progress.epoch = epoch
     log.info(f'====> epoch {epoch:3d}  train loss {losses["train"][-1]:10.4f}  test loss {test_loss:10.4f}  '
@@ -475,7 +480,7 @@ def epoch_figures(r, progress):
         analytics.save_loss_curve(progress.losses, os.path.join(r.dir, 'figures', 'losses.png'))
         if not r.args.no_analytics:  # UMAP of latents, KL box plots
             analytics.save_epoch_analytics(r.model, r.figure_batch, r.dir, epoch)
-        r.tracker.figures(paths, epoch * len(r.train_loader))
+        r.tracker.figures(paths, epoch_end_step(r, epoch))
 
 
 def finish(r, progress):

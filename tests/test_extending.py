@@ -164,6 +164,8 @@ def test_a_new_model_and_joint_rule_from_outside_src(tmp_path, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     acc = EventAccumulator(os.path.join(run, 'tb'), size_guidance={'scalars': 0}).Reload()
     assert [e.step for e in acc.Scalars('loss/train_step')] == [1, 2, 3, 4]
+    assert [e.step for e in acc.Scalars('loss/test')] == [3, 4]  # epoch 2 ends at the cap
+    assert [int(line.split(',')[1]) for line in open(os.path.join(run, 'metrics.csv')).read().split()[1:]] == [3, 4]
     # a new run from its weights keeps its joint posterior (an architecture flag) and starts from them
     again = train(tmp_path / 'again', '--pre-trained', run, '--max-steps', '1')
     assert json.load(open(os.path.join(again, 'args.json')))['flags']['joint_posterior'] == 'poe_noprior'

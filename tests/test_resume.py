@@ -1,6 +1,7 @@
 """Resume: a run killed (kill -9) at any moment and resumed ends exactly
 where an uninterrupted run ends; --run-dir / --resume rules; the cluster scripts
 start or resume each seed's run directory. (SIGTERM: tests/test_faults.py.)"""
+import csv
 import json
 import os
 import random
@@ -163,6 +164,7 @@ def test_a_step_capped_run_trained_further_equals_the_longer_run(data_dir, tmp_p
     capsys.readouterr()
     assert main([*flags, '--max-steps', '20', '--run-dir', run]) == 0
     assert further(capsys.readouterr().out) == ['python', 'main.py', '--resume', run, '--max-steps', '40']
+    assert metric_steps(run) == [16, 20]  # the capped epoch ends at the cap, not at the loader's end
     assert main(['--resume', run]) == 0  # finished: nothing to do, and the same command
     out = capsys.readouterr().out
     assert 'already finished (2 epochs, 20 training steps): nothing to do' in out
@@ -185,6 +187,7 @@ def test_a_step_capped_run_trained_further_equals_the_longer_run(data_dir, tmp_p
     ref_w, w = (torch.load(os.path.join(d, 'model.pt')) for d in (longer, run))
     assert all(torch.equal(ref_w[k], w[k]) for k in ref_w)
     assert json.load(open(os.path.join(run, 'args.json')))['flags']['max_steps'] == 40
+    assert metric_steps(run) == metric_steps(longer) == [16, 32, 40]
 
     # --max-steps 0: on to the run's 3 epochs, as a run without a cap
     assert main(['--resume', run, '--max-steps', '0']) == 0
@@ -192,6 +195,12 @@ def test_a_step_capped_run_trained_further_equals_the_longer_run(data_dir, tmp_p
     assert got['finished'] and (got['epoch'], got['steps_done'], got['cut']) == (3, 48, None)
     assert len(got['losses']['train']) == 3 and got['losses']['train'][:2] == ref['losses']['train'][:2]
     assert got['losses']['train'][2] != ref['losses']['train'][2]  # epoch 3 now has all its 16 steps
+    assert metric_steps(run) == [16, 32, 48]
+
+
+def metric_steps(run):
+    with open(os.path.join(run, 'metrics.csv')) as f:
+        return [int(row['step']) for row in csv.DictReader(f)]
 
 
 # ------------------------------------------------------------------ cluster scripts
