@@ -16,10 +16,11 @@ order seed 1 (ms float32, ms amp, ns float32, ns amp), seed 2, ...: stopped anyw
 finished pairs compare, and rerunning the command continues (a finished run is kept, an
 unfinished one resumes from its checkpoint, a missing analysis is made).
 
-summarise writes, per run and per configuration and numerics (mean, sd over the seeds),
-the final training loss (mean of the last 100 steps' logged losses), the final test
-bound, and the analyses' numbers: runs.csv, summary.json, summary.md, curves.json (the
-logged training losses) into --results, and the figure --figure.
+summarise writes, per run and per configuration and numerics (mean, sd over the seeds; and
+--amp minus float32 seed by seed, with a paired t-test), the final training loss (mean of
+the last 100 steps' logged losses), the final test bound, and the analyses' numbers:
+runs.csv, summary.json, summary.md, curves.json (the logged training losses) into
+--results, and the figure --figure.
 """
 import argparse
 import json
@@ -165,11 +166,28 @@ def summarise(a):
                 'seeds': [r['seed'] for r in group],
                 **{k: {'mean': float(np.mean(v)), 'sd': float(np.std(v, ddof=1)) if len(v) > 1 else None}
                    for k in keys if (v := [r[k] for r in group if k in r])}}
+        summary[f'{config} amp - float32'] = paired(rows, config, keys)
     save_json(summary, os.path.join(a.results, 'summary.json'))
     save_text(markdown(summary, a), os.path.join(a.results, 'summary.md'))
     save_json({k: {'steps': s, 'loss': v} for k, (s, v) in curves.items()}, os.path.join(a.results, 'curves.json'))
     figure(curves, a)
     print(json.dumps(summary, indent=1))
+
+
+def paired(rows, config, keys):
+    """Per measure, --amp minus float32 seed by seed (the pair shares weights, batches and noise), their
+    mean and a paired t-test (scipy.stats.ttest_rel) where there are 2 pairs or more."""
+    from scipy.stats import ttest_rel
+    by = {(r['numerics'], r['seed']): r for r in rows if r['config'] == config}
+    seeds = sorted(s for n, s in by if n == 'float32' and ('amp', s) in by)
+    out = {'seeds': seeds}
+    for k in keys:
+        pairs = [(by['float32', s][k], by['amp', s][k]) for s in seeds if k in by['float32', s] and k in by['amp', s]]
+        if pairs:
+            f, m = map(np.array, zip(*pairs, strict=True))
+            p = float(ttest_rel(m, f).pvalue) if len(pairs) > 1 and np.any(m != f) else None
+            out[k] = {'per_seed': (m - f).tolist(), 'mean': float(np.mean(m - f)), 'p_paired_t': p}
+    return out
 
 
 def markdown(summary, a):
@@ -178,14 +196,16 @@ def markdown(summary, a):
     out = []
     for config in a.configs:
         f32, amp = summary.get(f'{config} float32', {}), summary.get(f'{config} amp', {})
+        diff = summary.get(f'{config} amp - float32', {})
         out += [f"### {config}: seeds float32 {f32.get('seeds')}, --amp {amp.get('seeds')}", '',
-                '| measure | float32 mean (sd) | --amp mean (sd) | --amp - float32 | in float32 sds |',
-                '|---|---|---|---|---|']
-        for k in sorted(set(f32) & set(amp) - {'seeds', 'steps'}):
-            a_, b_ = f32[k], amp[k]
-            sd = f'{(b_["mean"] - a_["mean"]) / a_["sd"]:+.2f}' if a_['sd'] else ''
+                '| measure | float32 mean (sd) | --amp mean (sd) | --amp - float32, per seed | mean difference '
+                'in float32 sds | paired t p |', '|---|---|---|---|---|---|']
+        for k in sorted(set(f32) & set(amp) & set(diff) - {'seeds', 'steps'}):
+            a_, b_, d = f32[k], amp[k], diff[k]
+            sd = f'{d["mean"] / a_["sd"]:+.2f}' if a_['sd'] else ''
+            p = f"{d['p_paired_t']:.2f}" if d['p_paired_t'] is not None else ''
             out.append(f"| {k} | {a_['mean']:.4g} ({a_['sd'] or 0:.2g}) | {b_['mean']:.4g} ({b_['sd'] or 0:.2g}) | "
-                       f"{b_['mean'] - a_['mean']:+.3g} | {sd} |")
+                       f"{' / '.join(f'{v:+.3g}' for v in d['per_seed'])} | {sd} | {p} |")
         out.append('')
     return '\n'.join(out)
 
@@ -205,7 +225,8 @@ def figure(curves, a):
                     ax.plot(steps[k - 1:], smooth, color=colour, alpha=0.7, lw=1,
                             label=numerics if name.endswith('seed1') else None)
         ax.set(title=titles[config], xlabel='training step', ylabel='training loss per item')
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
     fig.tight_layout()
     os.makedirs(os.path.dirname(a.figure) or '.', exist_ok=True)
     fig.savefig(a.figure, dpi=100)
