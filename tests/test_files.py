@@ -124,7 +124,7 @@ def test_tensorboard_writer_thread_failing(monkeypatch, tmp_path, capsys):
     with pytest.raises(WriteError, match=f'could not write {tmp_path}/tb \\(TensorBoard events\\): No space left'):
         for step in range(1, 6):
             t.step(0.5, step)
-        t.epoch(1, losses, 5)  # flushes: waits for the thread, which failed
+        t.epoch(1, losses, 5, 5)  # flushes: waits for the thread, which failed
     t.close()  # on the way out: no second error
     err = capsys.readouterr().err
     assert 'Traceback' not in err and 'Exception in thread' not in err
