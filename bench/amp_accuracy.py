@@ -51,6 +51,8 @@ def parse(argv):
     p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3])
     p.add_argument('--steps', type=int, default=2000)
     p.add_argument('--configs', nargs='+', default=['ms', 'ns'], choices=['ms', 'ns'])
+    p.add_argument('--numerics', nargs='+', default=list(NUMERICS), choices=list(NUMERICS),
+                   help='run only these (to share the runs out among machines or processes)')
     p.add_argument('--results', default=os.path.join('docs', 'results', 'amp'))
     p.add_argument('--figure', default=os.path.join('_imgs', 'amp_accuracy.png'))
     return p.parse_args(argv)
@@ -99,7 +101,7 @@ def run_ns(a, numerics, seed):
 def run(a):
     for seed in a.seeds:
         for config in a.configs:
-            for numerics in NUMERICS:
+            for numerics in a.numerics:
                 (run_ms if config == 'ms' else run_ns)(a, numerics, seed)
 
 
