@@ -193,8 +193,8 @@ def paired(rows, config, keys):
 
 
 def markdown(summary, a):
-    """One table per configuration: each measure's mean (sd) over the seeds, float32 and --amp, and
-    the difference against the float32 seeds' sd."""
+    """One table per configuration: each measure's mean (sd) over the seeds, float32 and --amp; the
+    difference seed by seed, its mean in float32 seed-to-seed sds, and the paired t-test."""
     out = []
     for config in a.configs:
         f32, amp = summary.get(f'{config} float32', {}), summary.get(f'{config} amp', {})
