@@ -206,10 +206,14 @@ def markdown(summary, a):
             a_, b_, d = f32[k], amp[k], diff[k]
             sd = f'{d["mean"] / a_["sd"]:+.2f}' if a_['sd'] else ''
             p = f"{d['p_paired_t']:.2f}" if d['p_paired_t'] is not None else ''
-            out.append(f"| {k} | {a_['mean']:.4g} ({a_['sd'] or 0:.2g}) | {b_['mean']:.4g} ({b_['sd'] or 0:.2g}) | "
+            out.append(f"| {k} | {a_['mean']:.4g} {_sd(a_)} | {b_['mean']:.4g} {_sd(b_)} | "
                        f"{' / '.join(f'{v:+.3g}' for v in d['per_seed'])} | {sd} | {p} |")
         out.append('')
     return '\n'.join(out)
+
+
+def _sd(m):
+    return f"({m['sd']:.2g})" if m['sd'] is not None else '(one seed)'
 
 
 def figure(curves, a):
