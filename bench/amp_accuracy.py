@@ -108,13 +108,15 @@ def run(a):
 # ---------------------------------------------------------------- summary
 
 def curve(run):
-    """(global steps, losses per item) logged every PRINT_FREQ steps in run.log."""
-    steps, losses = [], []
+    """(global steps, losses per item) logged every PRINT_FREQ steps in run.log, in step order. A resumed
+    run logs again the steps after its checkpoint (the same values: resuming is bit-exact); each step
+    counts once, its last record."""
+    by_step = {}
     for m in LOSS.finditer(open(os.path.join(run, 'run.log')).read()):
         epoch, i, n, loss = int(m[1]), int(m[2]), int(m[3]), float(m[4])
-        steps.append((epoch - 1) * n + i + 1)
-        losses.append(loss)
-    return steps, losses
+        by_step[(epoch - 1) * n + i + 1] = loss
+    steps = sorted(by_step)
+    return steps, [by_step[s] for s in steps]
 
 
 def measures(config, run):

@@ -43,3 +43,13 @@ def test_the_table_shows_each_seed_and_the_float32_spread():
     assert '### ms: seeds float32 [1, 2, 3, 4], --amp [1, 2, 3]' in table
     p = summary['ms amp - float32']['test_loss']['p_paired_t']
     assert f'| test_loss | 10.5 (2) | 11 (0.5) | +0.5 / -1 / +1.5 | +0.17 | {p:.2f} |' in table
+
+
+def test_a_resumed_runs_curve_counts_each_step_once(tmp_path):
+    """A run stopped in epoch 2 and resumed from its checkpoint at the end of epoch 1 logs epoch 2's first
+    steps again: each step once, in order."""
+    lines = ['  epoch 1 batch     0/3  loss/item 9.0', '  epoch 1 batch     2/3  loss/item 8.0',
+             '  epoch 2 batch     0/3  loss/item 7.0', '==== resuming', '  epoch 2 batch     0/3  loss/item 7.0',
+             '  epoch 2 batch     2/3  loss/item 6.0']
+    (tmp_path / 'run.log').write_text('\n'.join(lines) + '\n')
+    assert amp_accuracy.curve(str(tmp_path)) == ([1, 3, 4, 6], [9.0, 8.0, 7.0, 6.0])
