@@ -494,8 +494,7 @@ def finish(r, progress):
         if r.main:
             save_json({'K': LOGP_K, 'test_log_likelihood': logp}, os.path.join(r.dir, 'logp.json'))
     save_checkpoint(r, progress, progress.epoch, 0, None, r.train_loader.get_state(), rng,
-                    finished=True, steps_done=(progress.epoch - 1) * len(r.train_loader)
-                    + steps_in_epoch(r, progress.epoch) if progress.epoch else 0)
+                    finished=True, steps_done=epoch_end_step(r, progress.epoch) if progress.epoch else 0)
 
 
 # ---------------------------------------------------------------- one epoch
