@@ -38,8 +38,9 @@ Per configuration it prints:
   samples and initial weights: both medians, the speed-up, and the largest
   relative difference of the losses. The released computation runs as the
   released code's users run it (--released-numerics users: float32, IEEE
-  subnormals, not compiled), whatever --amp, --compile or --ieee-denormals
-  say; --released-numerics same runs it with this code's numerics.
+  subnormals, glibc's malloc returning freed memory, not compiled), whatever
+  --amp, --compile, --ieee-denormals or --return-host-memory say;
+  --released-numerics same runs it with this code's numerics.
 
 Timings on a shared machine are noisy: compare within one run (--released
 alternates the two) and look at the medians.
@@ -67,7 +68,7 @@ from src.distributed import default_device
 from src.errors import UserError
 from src.files import save_json
 from src.models import MODELS, svhn
-from src.numerics import cpu_denormals, native_bf16
+from src.numerics import cpu_denormals, host_memory, native_bf16
 from src.objectives import chunk_size, get_objective
 from src.train import build_optimizer, compile_networks, setup_training, training_numerics
 
@@ -78,7 +79,8 @@ DEFAULT_CONFIGS = [
     ('elbo K=1', PAPER + ['--obj', 'elbo', '--K', '1']),
 ]
 # main.py flags that only say where data come from: they do not pick a configuration
-DATA_FLAGS = ('data_dir', 'offline', 'pair_multiplier', 'no_cuda', 'amp', 'compile', 'ieee_denormals')
+DATA_FLAGS = ('data_dir', 'offline', 'pair_multiplier', 'no_cuda', 'amp', 'compile', 'ieee_denormals',
+              'return_host_memory')
 
 
 def bench_parser():
@@ -97,7 +99,8 @@ def bench_parser():
                    help="with --amp: also time this code's float32 step (the same flags without --amp), alternating")
     g.add_argument('--released-numerics', default='users', choices=['users', 'same'],
                    help="the released computation's numerics: users: as the released code's users run it (float32, "
-                        "IEEE subnormals, not compiled); same: this run's (--amp, --compile, --ieee-denormals)")
+                        "IEEE subnormals, memory returned, not compiled); same: this run's (--amp, --compile, "
+                        "--ieee-denormals, --return-host-memory)")
     g.add_argument('--assembly-batches', type=int, default=200, help='batches timed for batch assembly')
     g.add_argument('--test-batches', type=int, default=4,
                    help='test batches timed for the per-epoch test pass (0: skip)')
@@ -206,7 +209,7 @@ def run_one(args, label):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = default_device(args.no_cuda)
-    with training_numerics(device, args.ieee_denormals):
+    with training_numerics(device, args.ieee_denormals, args.return_host_memory):
         return measure(args, label, device)
 
 
@@ -216,7 +219,7 @@ def measure(args, label, device):
     res = {'label': label, **machine(device), 'data': train_data.source, 'batch_size': args.batch_size,
            'flags': {k: getattr(args, k) for k in ('model', 'obj', 'K', 'looser', 'learn_prior', 'batch_size',
                                                    'dreg_estimator', 'num_hidden_layers', 'amp', 'compile',
-                                                   'ieee_denormals')},
+                                                   'ieee_denormals', 'return_host_memory')},
            'train_items': len(train_data), 'test_items': len(test_data),
            'matmul_peak_flops_float32': matmul_peak(device, torch.float32),
            'matmul_peak_flops_bfloat16': matmul_peak(device, torch.bfloat16),
@@ -264,19 +267,25 @@ def timed_step(model, opt, objective, x, K, device, released=False):
         objectives._log_px_z = fast_log_px_z
 
 
+def numerics(args, device):
+    """(IEEE subnormals, host memory kept) of this run, as training_numerics sets them."""
+    return args.ieee_denormals, device.type == 'cpu' and not args.return_host_memory
+
+
 def released_model(run, args, device):
     """The released computation (same initial weights), its objective, optimiser and numerics: as the
-    released code's users run it (float32, IEEE subnormals, not compiled), or (--released-numerics same)
-    with this run's --amp, --compile and --ieee-denormals."""
+    released code's users run it (float32, IEEE subnormals, glibc's malloc returning freed memory, not
+    compiled), or (--released-numerics same) with this run's --amp, --compile, --ieee-denormals and
+    --return-host-memory."""
     ref = MODELS[args.model](args).to(device)
     ref.load_state_dict(run['model'].state_dict())
     use_released_decoders(ref)
     if args.released_numerics == 'same':
         if args.compile:
             compile_networks(ref)
-        return ref, run['objective'], build_optimizer(args, ref), args.ieee_denormals
+        return ref, run['objective'], build_optimizer(args, ref), numerics(args, device)
     objective = get_objective(ref.training_objectives(args), args.obj, args.looser, args.dreg_estimator == 'true')
-    return ref, objective, build_optimizer(args, ref), True
+    return ref, objective, build_optimizer(args, ref), (True, False)
 
 
 def float32_model(run, args, device):
@@ -286,13 +295,13 @@ def float32_model(run, args, device):
     if args.compile:
         compile_networks(ref)
     objective = get_objective(ref.training_objectives(args), args.obj, args.looser, args.dreg_estimator == 'true')
-    return ref, objective, build_optimizer(args, ref), args.ieee_denormals
+    return ref, objective, build_optimizer(args, ref), numerics(args, device)
 
 
 def training_steps(run, args, device, batches):
     """Step times (the first steps, then the steady state), peak memory and the reference computations
     (--released, --float32) alternating with this one on the same batches and samples."""
-    steps = {'optimised': (run['model'], run['objective'], run['optimizer'], args.ieee_denormals)}
+    steps = {'optimised': (run['model'], run['objective'], run['optimizer'], numerics(args, device))}
     if args.released:
         steps['released'] = released_model(run, args, device)
     if args.float32:
@@ -302,9 +311,9 @@ def training_steps(run, args, device, batches):
     first, wall, cpu, peak, values = ({k: [] for k in steps} for _ in range(5))
     for i in range(args.first_steps + args.warmup + args.steps):
         x, _ = next(batches)
-        for name, (model, objective, opt, ieee) in steps.items():
+        for name, (model, objective, opt, (ieee, keep)) in steps.items():
             torch.manual_seed(1000 + i)  # the same samples for every computation
-            with cpu_denormals(ieee):
+            with cpu_denormals(ieee), host_memory(keep):
                 base = mem_reset(device)
                 t, c, value = timed_step(model, opt, objective, x, args.K, device, released=name == 'released')
                 peak[name].append(mem_peak(device) - base)
@@ -419,7 +428,8 @@ def describe(f):
         s += f" --dreg-estimator {f['dreg_estimator']}"
     if f.get('num_hidden_layers', 1) != 1:
         s += f" --num-hidden-layers {f['num_hidden_layers']}"
-    return s + ''.join(f' --{k.replace("_", "-")}' for k in ('amp', 'compile', 'ieee_denormals') if f.get(k))
+    return s + ''.join(f' --{k.replace("_", "-")}' for k in ('amp', 'compile', 'ieee_denormals', 'return_host_memory')
+                   if f.get(k))
 
 
 def report(r, args):
@@ -447,8 +457,8 @@ def report(r, args):
         print(f"   eval K={args.eval_K}       {r['eval_items_per_s']:9,.2f} items/s (chunks of {r['eval_chunk']} "
               f"items); peak memory {gib(r['eval_peak_bytes'])}")
     if 'released_step_ms' in r:
-        how = 'float32, IEEE subnormals, as its users run it' if r['released_numerics'] == 'users' else \
-            "this run's numerics"
+        how = "this run's numerics" if r['released_numerics'] == 'same' else \
+            'float32, IEEE subnormals, freed memory returned, as its users run it'
         print(f"   released code     ({how}) first steps {r['released_first_step_ms_all']} ms (CPU time "
               f"{r['released_first_step_cpu_ms_all']} ms)")
         print(f"   released code     {r['released_step_ms']:9,.0f} ms median ({r['released_step_ms_all']}; CPU time "

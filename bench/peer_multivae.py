@@ -8,12 +8,12 @@ The step: mnist_svhn, dreg with --looser, K = 30, a learnt prior, batch 128 (the
 from the same weights (the released MNIST and SVHN networks, built here, copied into MultiVae's
 encoders and decoders) and train on the same batches, alternating step by step:
 - this code: main.py's training step (src/train.py: objective, backward, Adam), its defaults (float32,
-  subnormals flushed on the CPU);
+  subnormals flushed and freed memory kept on the CPU);
 - MultiVae: `MMVAE(MMVAEConfig(loss='dreg_looser', K=30, learn_prior=True, laplace_with_softmax,
   Laplace decoders of scale 0.75, MNIST likelihood x 3072/784))`, its encoders and decoders the released
   networks written plainly (the SVHN decoder as the released nn.Sequential), the batch as its
   MultimodalBaseDataset, `model(batch).loss.backward()` and Adam: what its trainer does per step, with
-  torch's defaults (IEEE subnormals).
+  torch's and glibc's defaults (IEEE subnormals, freed memory returned).
 Both estimators are the released dreg's (MultiVae's hook does fire, so its encoder gradient carries
 the extra w~: the losses, not the gradients, are the same quantity). Printed: wall and CPU time per
 step, the first steps and the steady state (the median after --warmup), and the ratio.
@@ -33,7 +33,7 @@ from src.cli import parse_args  # noqa: E402
 from src.data import BatchLoader, load_data  # noqa: E402
 from src.files import save_json  # noqa: E402
 from src.models import MODELS  # noqa: E402
-from src.numerics import cpu_denormals  # noqa: E402
+from src.numerics import cpu_denormals, host_memory  # noqa: E402
 from src.train import build_objectives, build_optimizer, training_numerics  # noqa: E402
 
 PAPER = ['--model', 'mnist_svhn', '--obj', 'dreg', '--K', '30', '--looser', '--learn-prior', '--batch-size', '128']
@@ -130,8 +130,8 @@ def main(argv=None):
             opt_ours.step()
             return loss.item() / len(x[0])
 
-    def step_peer(x):
-        with cpu_denormals(ieee=True):
+    def step_peer(x):  # as MultiVae's users run it: IEEE subnormals, glibc's malloc as it comes
+        with cpu_denormals(ieee=True), host_memory(keep=False):
             opt_peer.zero_grad(set_to_none=True)
             out = peer(MultimodalBaseDataset(data={'mnist': x[0], 'svhn': x[1]}))
             out.loss.backward()

@@ -74,7 +74,7 @@ QUICK_STUDY = dict(seeds=3, classifier_epochs=2)
 PER_RUN = ('model', 'seed', 'run_dir', 'resume', 'pre_trained', 'experiment', 'out_dir')
 # Flags that bookkeep rather than define a run: not compared when looking for a finished run.
 BOOKKEEPING = ('data_dir', 'out_dir', 'experiment', 'run_dir', 'resume', 'no_analytics', 'no_cuda', 'print_freq',
-               'checkpoint_every', 'skip_nonfinite', 'compile', 'logp')
+               'checkpoint_every', 'skip_nonfinite', 'compile', 'logp', 'return_host_memory')
 STUDY_DESTS = ('protocol', 'quick', 'study_dir', 'seeds', 'first_seed', 'conditions', 'classifier_epochs', 'map',
                'map_points', 'print_commands', 'write_commands', 'job', 'prepare', 'stats_only', 'train_only', 'jobs')
 log = logging.getLogger('mmvae.study')
@@ -315,8 +315,9 @@ def train(opts, cond, seed, resume):
 def analyse(opts, run):
     from src.report.numbersense.analyse import analyse as analyse_run
     from src.report.runs import device_from
-    analyse_run(run, opts.data_dir, device_from(opts.no_cuda, opts.ieee_denormals), map=opts.map,
-                map_points=opts.map_points, classifier_epochs=opts.classifier_epochs, protocol=opts.protocol)
+    device = device_from(opts.no_cuda, opts.ieee_denormals, opts.return_host_memory)
+    analyse_run(run, opts.data_dir, device, map=opts.map, map_points=opts.map_points,
+                classifier_epochs=opts.classifier_epochs, protocol=opts.protocol)
 
 
 def do_job(opts, cond, seed):
@@ -350,8 +351,8 @@ def prepare(opts):
         for split in ('train', 'test'):
             log.info(f'{cond} {split}: {len(load_data(cond, args, split)):,} items')
     for m in ('cmnist', 'oscn'):
-        _, info = get_classifier(m, args, device_from(opts.no_cuda, opts.ieee_denormals), opts.classifier_epochs, log,
-                                 opts.protocol)
+        device = device_from(opts.no_cuda, opts.ieee_denormals, opts.return_host_memory)
+        _, info = get_classifier(m, args, device, opts.classifier_epochs, log, opts.protocol)
         log.info(f'{m} number classifier: test accuracy {100 * info["test_accuracy"]:.2f} % ({info["path"]})')
 
 

@@ -1,4 +1,4 @@
-"""How floats behave on the training device: subnormal numbers on CPUs, and whether bfloat16 is native.
+"""How the CPU runs training: subnormal numbers, host memory (glibc malloc), and whether bfloat16 is native.
 
 Subnormals (|x| < 1.2e-38 in float32) arise in training these models (docs/performance.md: Adam's second
 moments of rarely used weights, sigmoid gradients of saturated pixels, far tails of log densities);
@@ -15,6 +15,7 @@ wheels), and flushes_denormals checks the result on a multi-threaded product.
 import contextlib
 import ctypes
 import os
+import platform
 import re
 
 import torch
@@ -65,6 +66,63 @@ def _libgomp():
             [p for p in paths if os.path.basename(p).startswith('libgomp.so')]
         _GOMP.append(ctypes.CDLL(ours[0]) if ours else None)
     return _GOMP[0]
+
+
+# ---------------------------------------------------------------- host memory
+
+# A training step allocates and frees tensors of tens to hundreds of MB (the decoders' activations and
+# gradients for K x batch samples). glibc's malloc serves a block above its mmap threshold (which adapts
+# up to 32 MiB) with a fresh mmap and unmaps it when freed, so every step touches those pages anew: a
+# page fault and a zeroed page per 4 KiB, a fifth of a paper step on the CPU (docs/performance.md).
+# Kept: every block from the heap and freed memory kept there for the next step, as torch's CUDA caching
+# allocator keeps GPU memory. The price is resident memory: the process stays at its peak, and glibc's
+# aligned allocations (torch's) leave some freed blocks unused, about 0.4 GiB more for a paper step.
+# glibc's mallopt parameters (malloc.h):
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
+KEEP = {M_MMAP_MAX: 0, M_TRIM_THRESHOLD: 2 ** 31 - 1}
+# glibc's behaviour once its threshold has adapted as far as it goes (setting any parameter ends the
+# adaptation, so this is what going back can mean): blocks above 32 MiB mapped and unmapped, the heap
+# trimmed when more than 64 MiB at its top is free
+GLIBC = {M_MMAP_THRESHOLD: 32 << 20, M_TRIM_THRESHOLD: 64 << 20, M_MMAP_MAX: 65536}
+_KEPT = [False]
+
+
+def keep_host_memory(keep):
+    """Keep freed host memory for reuse (True) or go back to glibc's behaviour (False); untouched until
+    first kept. Returns whether memory is kept: never where the C library is not glibc (other
+    allocators keep or return memory in their own ways)."""
+    libc = _glibc()
+    if libc is not None and keep != _KEPT[0]:
+        for param, value in (KEEP if keep else GLIBC).items():
+            libc.mallopt(param, value)
+        _KEPT[0] = keep
+    return _KEPT[0]
+
+
+def host_memory_kept():
+    return _KEPT[0]
+
+
+@contextlib.contextmanager
+def host_memory(keep=True):
+    """Freed host memory kept for reuse inside the block (keep=False: glibc's behaviour), as before it
+    afterwards."""
+    before = _KEPT[0]
+    keep_host_memory(keep)
+    try:
+        yield
+    finally:
+        keep_host_memory(before)
+
+
+_LIBC = []
+
+
+def _glibc():
+    if not _LIBC:
+        libc = ctypes.CDLL(None)
+        _LIBC.append(libc if platform.libc_ver()[0] == 'glibc' and hasattr(libc, 'mallopt') else None)
+    return _LIBC[0]
 
 
 # ---------------------------------------------------------------- bfloat16

@@ -33,7 +33,7 @@ from .data.tensors import spread_subset
 from .errors import UserError
 from .files import load_json, load_torch, save_json, save_torch
 from .models import MODELS
-from .numerics import cpu_denormals
+from .numerics import cpu_denormals, host_memory
 from .objectives import get_objective
 from .report import analytics
 from .rng import fork_rng, rng_states, seed_everything, set_rng_states
@@ -47,10 +47,11 @@ LOGP_K = 5000
 # ---------------------------------------------------------------- setup (shared with bench/bench.py)
 
 @contextlib.contextmanager
-def training_numerics(device, ieee_denormals=False):
+def training_numerics(device, ieee_denormals=False, return_host_memory=False):
     """Distribution argument checks off: a NaN must reach the loss, on every rank alike, to be caught (or
     skipped) there rather than raise in one rank's check; the checks also cost time every step. On the
-    CPU, subnormal numbers flushed to zero unless ieee_denormals (--ieee-denormals; src/numerics.py).
+    CPU, subnormal numbers flushed to zero unless ieee_denormals (--ieee-denormals), and freed memory
+    kept for the next step unless return_host_memory (--return-host-memory; both in src/numerics.py).
     On a GPU, float32 convolutions as on the CPU (cuDNN would use TF32; --amp is the fast path) and
     cuDNN's fastest algorithms for the fixed batch shapes."""
     validate = torch.distributions.Distribution._validate_args
@@ -59,7 +60,7 @@ def training_numerics(device, ieee_denormals=False):
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cudnn.benchmark = True
     try:
-        with cpu_denormals(ieee_denormals):
+        with cpu_denormals(ieee_denormals), host_memory(keep=device.type == 'cpu' and not return_host_memory):
             yield
     finally:
         torch.distributions.Distribution.set_default_validate_args(validate)
@@ -198,7 +199,7 @@ def run(args):
     rank, world, device = distributed.setup(args.no_cuda)
     stopper = checkpoint.GracefulStop()
     try:
-        with training_numerics(device, args.ieee_denormals):
+        with training_numerics(device, args.ieee_denormals, args.return_host_memory):
             return _run(args, rank, world, device, stopper)
     finally:
         stopper.restore()

@@ -1,6 +1,6 @@
 """The optimised computations equal the straightforward ones (docs/performance.md).
 
-- the SVHN decoder (first layer as a matrix product, channels_last) against
+- the SVHN decoder (first layer as a matrix product) against
   the released nn.Sequential decoder with the same weights: outputs and all
   gradients;
 - every objective of mnist_svhn and svhn, optimised model against a

@@ -35,13 +35,12 @@ class Dec(nn.Module):
     """z (..., D) -> (mean (..., 3, 32, 32) in (0, 1), scale 0.75).
 
     The parameters are the released nn.Sequential `dec` (same state-dict keys);
-    forward computes exactly what `dec(z.view(-1, D, 1, 1))` computes, faster
-    (tests/test_speed_equivalence.py checks values and gradients; docs/performance.md):
-    - the first layer turns a 1x1 input into 4x4, so it is one matrix product
-      (N, D) x (D, 4*4*128) instead of a convolution;
-    - the stride-2 layers run in channels_last memory layout, which oneDNN
-      (CPU) and cuDNN (GPU) run faster for these small channel counts;
-    - the output is returned in the ordinary (contiguous) layout.
+    forward computes exactly what `dec(z.view(-1, D, 1, 1))` computes
+    (tests/test_speed_equivalence.py checks values and gradients), with its first
+    layer, which turns a 1x1 input into 4x4, as one matrix product (N, D) x (D, C*4*4)
+    instead of a convolution. The stride-2 layers run in the default (NCHW) layout:
+    with freed memory kept for reuse (src/numerics.py), oneDNN's channels_last kernels
+    made the paper step slower, not faster (docs/performance.md).
     """
 
     def __init__(self, latent_dim):
@@ -56,17 +55,13 @@ class Dec(nn.Module):
     def forward(self, z):
         first, *ups = self.dec[::2]  # the ConvTranspose2d layers; ReLU between, sigmoid at the end
         D, C = first.weight.shape[:2]  # weight (D, C, 4, 4): output (C, 4, 4) = sum_d z_d * weight[d] + bias
-        # computed in (4, 4, C) order, which is the channels_last layout of (C, 4, 4): no copy
-        w = first.weight.permute(0, 2, 3, 1).reshape(D, 16 * C)
-        h = F.linear(z.reshape(-1, D), w.t(), first.bias.repeat(16))
-        h = F.relu(h.view(-1, 4, 4, C).permute(0, 3, 1, 2), inplace=True)
+        h = F.linear(z.reshape(-1, D), first.weight.view(D, C * 16).t(), first.bias.repeat_interleave(16))
+        h = F.relu(h.view(-1, C, 4, 4), inplace=True)
         for up in ups:
-            h = F.conv_transpose2d(h, up.weight.contiguous(memory_format=torch.channels_last), up.bias,
-                                   up.stride, up.padding)
+            h = F.conv_transpose2d(h, up.weight, up.bias, up.stride, up.padding)
             h = torch.sigmoid(h) if up is ups[-1] else F.relu(h, inplace=True)
         # torch.full, not torch.tensor: no host-to-device copy (a GPU sync) per call
-        return (h.contiguous().view(*z.shape[:-1], *DATA_SIZE),
-                torch.full((), LIKELIHOOD_SCALE, device=z.device))
+        return h.view(*z.shape[:-1], *DATA_SIZE), torch.full((), LIKELIHOOD_SCALE, device=z.device)
 
 
 @register

@@ -282,7 +282,7 @@ def image_and_caption(model):
 
 def load(cmd):
     """(flags, model, seed) of the run, checked; the untrained baseline when asked."""
-    device = device_from(cmd.no_cuda, cmd.ieee_denormals)
+    device = device_from(cmd.no_cuda, cmd.ieee_denormals, cmd.return_host_memory)
     args, model = load_run(cmd.save_dir, device, cmd.data_dir, cmd.offline)
     kinds = [v.modality for v in model.vaes]
     if sorted(kinds) not in (['caption', 'image'], ['caption', 'feature']) or not model.dataset.startswith('cub'):

@@ -214,7 +214,7 @@ def coherence_chance(out, cross, joint, names, n_pairs, n_samples, alpha=0.05):
 
 def main(argv=None):
     cmd = parse_args(argv)
-    device = device_from(cmd.no_cuda, cmd.ieee_denormals)
+    device = device_from(cmd.no_cuda, cmd.ieee_denormals, cmd.return_host_memory)
     args, model = load_run(cmd.save_dir, device, cmd.data_dir, cmd.offline)
     check_digit_model(model, args, cmd.save_dir)
     t0 = time.time()

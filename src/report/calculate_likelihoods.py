@@ -51,7 +51,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     cmd = parse_args(argv)
-    device = device_from(cmd.no_cuda, cmd.ieee_denormals)
+    device = device_from(cmd.no_cuda, cmd.ieee_denormals, cmd.return_host_memory)
     args, model = load_run(cmd.save_dir, device, cmd.data_dir, cmd.offline)
     log = analysis_logger(cmd.save_dir, 'likelihoods')
     torch.manual_seed(args.seed if cmd.seed is None else cmd.seed)

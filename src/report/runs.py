@@ -11,7 +11,7 @@ from src.distributed import default_device
 from src.errors import UserError, report
 from src.files import load_torch, save_json
 from src.models import MODELS
-from src.numerics import set_flush_denormal
+from src.numerics import keep_host_memory, set_flush_denormal
 from src.rundir import LogFile, read_run
 from src.tracking import log_analysis
 
@@ -60,13 +60,19 @@ def add_run_flags(p, data_help="where the data are (default: the run's --data-di
     p.add_argument('--ieee-denormals', action='store_true',
                    help='keep IEEE subnormal numbers on the CPU (default: flushed to zero, as in training; '
                         'docs/performance.md)')
+    p.add_argument('--return-host-memory', action='store_true',
+                   help="on the CPU, return freed memory to the OS as glibc's malloc does by default (default: "
+                        "kept for reuse, as in training: faster; docs/performance.md)")
 
 
-def device_from(no_cuda, ieee_denormals=False):
-    """The device an analysis runs on; the CPU's subnormals flushed to zero unless ieee_denormals (for the
-    rest of the process, in this thread and torch's OpenMP threads: src/numerics.py)."""
+def device_from(no_cuda, ieee_denormals=False, return_host_memory=False):
+    """The device an analysis runs on. For the rest of the process (src/numerics.py): the CPU's subnormals
+    flushed to zero unless ieee_denormals, in this thread and torch's OpenMP threads; on the CPU, freed
+    memory kept for reuse unless return_host_memory."""
     set_flush_denormal(not ieee_denormals)
-    return default_device(no_cuda)
+    device = default_device(no_cuda)
+    keep_host_memory(device.type == 'cpu' and not return_host_memory)
+    return device
 
 
 def analysis_logger(save_dir, name):

@@ -425,8 +425,9 @@ def build_parser():
 
 def main(argv=None):
     a = build_parser().parse_args(argv)
-    analyse(a.save_dir, a.data_dir, device_from(a.no_cuda, a.ieee_denormals), a.map, a.map_points, a.silhouette_points,
-            a.classifier_epochs, a.seed, a.protocol, a.offline)
+    device = device_from(a.no_cuda, a.ieee_denormals, a.return_host_memory)
+    analyse(a.save_dir, a.data_dir, device, a.map, a.map_points, a.silhouette_points, a.classifier_epochs, a.seed,
+            a.protocol, a.offline)
 
 
 if __name__ == '__main__':
