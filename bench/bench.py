@@ -21,7 +21,8 @@ Per configuration it prints:
   --warmup untimed steps, the steady state: median (and min) of --steps steps,
   and the pairs (items) per second;
 - FLOPs of one step (forward + backward) counted by torch's FlopCounterMode
-  (matrix products and convolutions; elementwise work is not counted), the
+  on the released computation (matrix products and convolutions; elementwise
+  work is not counted; this code's faster forms compute some zeros), the
   achieved FLOP/s and its fraction of this machine's matmul peak, measured
   here with a large float32 and bfloat16 matrix product, and the memory
   bandwidth (a large copy): the roofline's two numbers;
@@ -228,7 +229,7 @@ def measure(args, label, device):
     res['matmul_peak_flops'] = res['matmul_peak_flops_bfloat16' if args.amp else 'matmul_peak_flops_float32']
     batches = cycle(BatchLoader(train_data, args.batch_size, shuffle=True, seed=args.seed + 1, drop_last=True))
     res.update(training_steps(run, args, device, batches))
-    res.update(step_flops(run['model'], run['objective'], next(batches)[0], args.K, res))
+    res.update(step_flops(*released_computation(run, args, device), next(batches)[0], args.K, res))
     run['model'].eval()
     with torch.no_grad():
         res.update(test_pass(run['model'], run['test_objective'], test_data, args, device))
@@ -277,15 +278,20 @@ def released_model(run, args, device):
     released code's users run it (float32, IEEE subnormals, glibc's malloc returning freed memory, not
     compiled), or (--released-numerics same) with this run's --amp, --compile, --ieee-denormals and
     --return-host-memory."""
-    ref = MODELS[args.model](args).to(device)
-    ref.load_state_dict(run['model'].state_dict())
-    use_released_decoders(ref)
+    ref, objective = released_computation(run, args, device)
     if args.released_numerics == 'same':
         if args.compile:
             compile_networks(ref)
         return ref, run['objective'], build_optimizer(args, ref), numerics(args, device)
-    objective = get_objective(ref.training_objectives(args), args.obj, args.looser, args.dreg_estimator == 'true')
     return ref, objective, build_optimizer(args, ref), (True, False)
+
+
+def released_computation(run, args, device):
+    """A model with the released SVHN decoder and the same weights, and its float32 training objective."""
+    ref = MODELS[args.model](args).to(device)
+    ref.load_state_dict(run['model'].state_dict())
+    use_released_decoders(ref)
+    return ref, get_objective(ref.training_objectives(args), args.obj, args.looser, args.dreg_estimator == 'true')
 
 
 def float32_model(run, args, device):
@@ -361,7 +367,9 @@ def step_stats(key, first, wall, cpu, peak):
 
 
 def step_flops(model, objective, x, K, res):
-    """FLOPs of one step (forward + backward; Adam's elementwise work is not counted), and their rate."""
+    """FLOPs of one step (forward + backward; Adam's elementwise work is not counted), and their rate. Counted
+    on the released computation: what the step computes, not the zero taps of this code's faster forms
+    (src/models/svhn.py, PhaseConvTranspose)."""
     with FlopCounterMode(display=False) as counter:
         (-objective(model, x, K)).backward()
     model.zero_grad(set_to_none=True)
@@ -466,6 +474,10 @@ def report(r, args):
               f"(CPU time {r['speedup_cpu']:.2f}x; first steps {r.get('first_speedup', float('nan')):.2f}x); "
               f"peak memory {gib(r['released_train_peak_bytes'])}; "
               f"losses equal within {r['loss_rel_diff']:.1e} (relative)")
+        if r['released_numerics'] == 'users' and r['device'] == 'cpu' and not r['flags']['return_host_memory']:
+            print('   note: the released steps reuse the host memory that this code keeps, which makes them faster '
+                  'than in a process of their own; the released time as its users get it is that of a run with '
+                  '--return-host-memory (docs/performance.md)')
     if 'float32_step_ms' in r:
         print(f"   float32 (ours)    {r['float32_step_ms']:9,.0f} ms median ({r['float32_step_ms_all']}; CPU time "
               f"{r['float32_step_cpu_ms']:,.0f} ms; first steps {r['float32_first_step_ms_all']} ms) -> speed-up "

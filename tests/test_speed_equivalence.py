@@ -1,6 +1,7 @@
 """The optimised computations equal the straightforward ones (docs/performance.md).
 
-- the SVHN decoder (first layer as a matrix product) against
+- the SVHN decoder (first layer as a matrix product, last as PhaseConvTranspose)
+  against
   the released nn.Sequential decoder with the same weights: outputs and all
   gradients;
 - every objective of mnist_svhn and svhn, optimised model against a
@@ -26,7 +27,7 @@ from src import objectives as O
 from src.cli import parse_args
 from src.data import BatchLoader, load_data
 from src.models import MODELS
-from src.models.svhn import Dec
+from src.models.svhn import Dec, PhaseConvTranspose
 from src.objectives import model_objective
 from src.train import amp_objective, compile_networks
 
@@ -111,6 +112,41 @@ def test_svhn_decoder_equals_released(dtype):
     assert_close(outs[0], outs[1], TOL[dtype])
     for g_fast, g_ref in zip(*grads, strict=True):
         assert_close(g_fast, g_ref, TOL[dtype])
+
+
+@pytest.mark.parametrize('c_in, c_out, h, w', [(32, 3, 16, 16), (5, 7, 3, 6), (4, 1, 1, 1)])
+def test_phase_transposed_convolution_equals_torchs(c_in, c_out, h, w, dtype):
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(2, c_in, h, w), torch.randn(c_in, c_out, 4, 4), torch.randn(c_out)
+    target = torch.randn(2, c_out, 2 * h, 2 * w)
+    outs, grads = [], []
+    for f in (PhaseConvTranspose.apply, lambda *a: nn.functional.conv_transpose2d(*a, stride=2, padding=1)):
+        inputs = [t.clone().requires_grad_() for t in (x, weight, bias)]
+        out = f(*inputs)
+        outs.append(out.detach())
+        grads.append(torch.autograd.grad((out * target).sum(), inputs))
+    assert outs[0].shape == (2, c_out, 2 * h, 2 * w)
+    assert_close(outs[0], outs[1], TOL[dtype])
+    for g_phase, g_torch in zip(*grads, strict=True):
+        assert_close(g_phase, g_torch, TOL[dtype])
+
+
+def test_phase_transposed_convolution_under_bf16_autocast():
+    """--amp: bfloat16 out and float32 gradients for float32 parameters, as torch's layer under autocast."""
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(2, 8, 5, 5), torch.randn(8, 3, 4, 4), torch.randn(3)
+    res = []
+    for f in (PhaseConvTranspose.apply, lambda *a: nn.functional.conv_transpose2d(*a, stride=2, padding=1)):
+        inputs = [t.clone().requires_grad_() for t in (x, weight, bias)]
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            out = f(inputs[0].to(torch.bfloat16), *inputs[1:])
+        res.append((out, torch.autograd.grad(out.float().square().sum(), inputs)))
+    (out, grads), (out_ref, grads_ref) = res
+    assert out.dtype == out_ref.dtype == torch.bfloat16
+    assert_close(out.float(), out_ref.float(), 1e-2)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        assert g.dtype == g_ref.dtype == torch.float32
+        assert_close(g, g_ref, 2e-2)
 
 
 def reference_of(model):

@@ -38,9 +38,10 @@ class Dec(nn.Module):
     forward computes exactly what `dec(z.view(-1, D, 1, 1))` computes
     (tests/test_speed_equivalence.py checks values and gradients), with its first
     layer, which turns a 1x1 input into 4x4, as one matrix product (N, D) x (D, C*4*4)
-    instead of a convolution. The stride-2 layers run in the default (NCHW) layout:
-    with freed memory kept for reuse (src/numerics.py), oneDNN's channels_last kernels
-    made the paper step slower, not faster (docs/performance.md).
+    instead of a convolution, and on the CPU its last layer as PhaseConvTranspose.
+    The stride-2 layers run in the default (NCHW) layout: with freed memory kept for
+    reuse (src/numerics.py), oneDNN's channels_last kernels made the paper step
+    slower, not faster (docs/performance.md).
     """
 
     def __init__(self, latent_dim):
@@ -57,11 +58,47 @@ class Dec(nn.Module):
         D, C = first.weight.shape[:2]  # weight (D, C, 4, 4): output (C, 4, 4) = sum_d z_d * weight[d] + bias
         h = F.linear(z.reshape(-1, D), first.weight.view(D, C * 16).t(), first.bias.repeat_interleave(16))
         h = F.relu(h.view(-1, C, 4, 4), inplace=True)
-        for up in ups:
-            h = F.conv_transpose2d(h, up.weight, up.bias, up.stride, up.padding)
-            h = torch.sigmoid(h) if up is ups[-1] else F.relu(h, inplace=True)
+        for up in ups[:-1]:
+            h = F.relu(F.conv_transpose2d(h, up.weight, up.bias, up.stride, up.padding), inplace=True)
+        last = ups[-1]
+        if h.device.type == 'cpu':
+            h = PhaseConvTranspose.apply(h, last.weight, last.bias)
+        else:
+            h = F.conv_transpose2d(h, last.weight, last.bias, last.stride, last.padding)
+        h = torch.sigmoid(h)
         # torch.full, not torch.tensor: no host-to-device copy (a GPU sync) per call
         return h.view(*z.shape[:-1], *DATA_SIZE), torch.full((), LIKELIHOOD_SCALE, device=z.device)
+
+
+# Output row 2i + a of a ConvTranspose2d(kernel 4, stride 2, padding 1) takes input row i + u - 1 through
+# kernel row a + 3 - 2u, for the u = 0, 1, 2 where that row exists (0 to 3); 4 marks a zero row. Columns alike.
+PHASE_TAPS = torch.tensor([[a + 3 - 2 * u if 0 <= a + 3 - 2 * u <= 3 else 4 for u in range(3)] for a in range(2)])
+
+
+class PhaseConvTranspose(torch.autograd.Function):
+    """ConvTranspose2d(kernel 4, stride 2, padding 1) computed forward as a 3x3 convolution (padding 1) into its
+    four output phases, 4 x C_out channels whose kernels hold each phase's 2x2 taps and zeros, then a pixel
+    shuffle; backward as the transposed convolution's own. With 3 output channels (the SVHN decoder's last
+    layer) oneDNN runs the transposed convolution forward at 13 % of the CPU's matmul peak; the phase form,
+    2.25 times its FLOPs, takes half its time (docs/performance.md). Values equal up to float rounding
+    (tests/test_speed_equivalence.py)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        c_in, c_out = weight.shape[:2]
+        rows = PHASE_TAPS.to(x.device)
+        w = F.pad(weight.to(x.dtype), (0, 1, 0, 1))[:, :, rows[:, :, None, None], rows[None, None]]
+        w = w.permute(1, 2, 4, 0, 3, 5).reshape(4 * c_out, c_in, 3, 3)  # channel (c, a, b): pixel_shuffle's order
+        ctx.save_for_backward(x, weight)
+        return F.pixel_shuffle(F.conv2d(x, w, bias.to(x.dtype).repeat_interleave(4), padding=1), 2)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        gx, gw, gb = torch.ops.aten.convolution_backward(
+            grad.to(x.dtype), x, weight.to(x.dtype), [weight.shape[1]], stride=[2, 2], padding=[1, 1],
+            dilation=[1, 1], transposed=True, output_padding=[0, 0], groups=1, output_mask=ctx.needs_input_grad)
+        return gx, None if gw is None else gw.to(weight.dtype), None if gb is None else gb.to(weight.dtype)
 
 
 @register
