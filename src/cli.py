@@ -216,9 +216,9 @@ def add_speed_flags(g):
                    help='keep IEEE subnormal numbers on the CPU (by default they are flushed to zero, which changes '
                         'values only below 1.2e-38 and avoids slow steps; docs/performance.md)')
     g.add_argument('--return-host-memory', action='store_true',
-                   help="on the CPU, return freed memory to the OS as glibc's malloc does by default (by default "
-                        "it is kept for the next step: the step's large tensors then cost no page faults, which "
-                        "makes a step faster and keeps the process at its peak memory; docs/performance.md)")
+                   help="on the CPU, return freed memory to the OS as glibc's malloc does (by default it is kept "
+                        "for the next step: the step's large tensors then cost no page faults, which makes a step "
+                        "faster and keeps the process at its peak memory; docs/performance.md)")
 
 
 def explicit_flags(parser, argv):

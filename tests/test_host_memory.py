@@ -45,6 +45,7 @@ def pages_faulted_per_block(cycles):
 
 @glibc
 def test_kept_memory_is_reused_without_page_faults():
+    keep_host_memory(False)
     with host_memory(keep=True):
         assert host_memory_kept()
         pages_faulted_per_block(20)  # glibc's aligned blocks settle into the heap in the first cycles

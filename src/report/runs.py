@@ -61,8 +61,8 @@ def add_run_flags(p, data_help="where the data are (default: the run's --data-di
                    help='keep IEEE subnormal numbers on the CPU (default: flushed to zero, as in training; '
                         'docs/performance.md)')
     p.add_argument('--return-host-memory', action='store_true',
-                   help="on the CPU, return freed memory to the OS as glibc's malloc does by default (default: "
-                        "kept for reuse, as in training: faster; docs/performance.md)")
+                   help="on the CPU, return freed memory to the OS as glibc's malloc does (default: kept for "
+                        "reuse, as in training: faster; docs/performance.md)")
 
 
 def device_from(no_cuda, ieee_denormals=False, return_host_memory=False):
