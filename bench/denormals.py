@@ -95,7 +95,7 @@ def main(argv=None):
     if args.compare:
         compare(args, device)
         return
-    with training_numerics(device, ieee_denormals=True):
+    with training_numerics(device, ieee_denormals=True, return_host_memory=args.return_host_memory):
         run = setup_training(args, device)
         model, opt, objective = run['model'], run['optimizer'], run['objective']
         batches = iter(BatchLoader(run['train_data'], args.batch_size, shuffle=True, seed=args.seed, drop_last=True))
@@ -132,7 +132,7 @@ def compare(args, device):
     for i in range(args.compare):
         for name, r in runs.items():
             x, _ = next(r['batches'])
-            with training_numerics(device, ieee_denormals=name == 'ieee'):
+            with training_numerics(device, ieee_denormals=name == 'ieee', return_host_memory=args.return_host_memory):
                 torch.manual_seed(1000 + i)  # the same samples
                 t0, c0 = time.perf_counter(), time.process_time()
                 r['optimizer'].zero_grad(set_to_none=True)

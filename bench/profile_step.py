@@ -198,7 +198,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     device = default_device(args.no_cuda)
-    with training_numerics(device, args.ieee_denormals):
+    with training_numerics(device, args.ieee_denormals, args.return_host_memory):
         run = setup_training(args, device)
         model, opt, objective = run['model'], run['optimizer'], run['objective']
         batches = iter(BatchLoader(run['train_data'], args.batch_size, shuffle=True, seed=args.seed, drop_last=True))

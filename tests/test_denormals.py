@@ -1,7 +1,8 @@
-"""Subnormal numbers flushed to zero on the CPU by default, IEEE behaviour with --ieee-denormals
-(src/numerics.py), in every entry point: training (main.py, the study), the benchmarks and the
-analysis scripts. The flush is observed where it matters: a product with a subnormal result,
-computed by all of torch's threads, gives 0."""
+"""Subnormal numbers flushed to zero on the CPU by default, IEEE behaviour with --ieee-denormals,
+and host memory kept, glibc's behaviour with --return-host-memory (src/numerics.py), in every entry
+point: training (main.py, the study), the benchmarks and the analysis scripts. The flush is observed
+where it matters: a product with a subnormal result, computed by all of torch's threads, gives 0
+(kept memory's page faults: tests/test_host_memory.py)."""
 import importlib
 import os
 import sys
@@ -13,7 +14,7 @@ import main as main_module
 import src.numbersense_study as study
 from src import numerics, train
 from src.cli import parse_args
-from src.numerics import flushes_denormals, set_flush_denormal
+from src.numerics import flushes_denormals, host_memory_kept, keep_host_memory, set_flush_denormal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,49 +52,73 @@ def test_training_numerics_flush_unless_ieee_and_restore(ieee):
     assert not flushes_denormals()
 
 
+FLAGS = [[], ['--ieee-denormals'], ['--return-host-memory']]
+GLIBC = numerics._glibc() is not None
+
+
+def state():
+    """(subnormals flushed, host memory kept) now."""
+    return flushes_denormals(), host_memory_kept()
+
+
+def expected(flag):
+    """What an entry point on the CPU sets for these flags."""
+    return flag != ['--ieee-denormals'], flag != ['--return-host-memory'] and GLIBC
+
+
+def set_opposite(flag):
+    flush, keep = expected(flag)
+    set_flush_denormal(not flush)
+    keep_host_memory(not keep)
+
+
 def record_at(monkeypatch, module, name, seen):
     def reached(*a, **k):
-        seen.append(flushes_denormals())
+        seen.append(state())
         raise Reached
     monkeypatch.setattr(module, name, reached)
 
 
-def test_flag_default_off_and_saved_with_the_flags():
-    assert parse_args([]).ieee_denormals is False and parse_args(['--ieee-denormals']).ieee_denormals is True
-    assert 'ieee_denormals' in study.expected_flags(['--ieee-denormals'])  # compared on a study's resume
+def test_flags_default_off_and_which_are_compared_on_a_study_resume():
+    for flag in ('ieee_denormals', 'return_host_memory'):
+        assert getattr(parse_args([]), flag) is False
+        assert getattr(parse_args(['--' + flag.replace('_', '-')]), flag) is True
+    assert 'ieee_denormals' in study.expected_flags(['--ieee-denormals'])  # changes results
+    assert 'return_host_memory' not in study.expected_flags(['--return-host-memory'])  # does not
 
 
-@pytest.mark.parametrize('flag', [[], ['--ieee-denormals']])
+@pytest.mark.parametrize('flag', FLAGS)
 def test_main_and_the_study_train_with_the_flag(flag, monkeypatch, tmp_path):
     seen = []
     record_at(monkeypatch, train, 'setup_training', seen)
     with pytest.raises(Reached):
-        main_module.main(['--model', 'mnist', '--out-dir', str(tmp_path), *flag])
-    opts = study.resolve(['--offline', '--study-dir', str(tmp_path / 's'), '--data-dir', str(tmp_path), *flag])
+        main_module.main(['--model', 'mnist', '--out-dir', str(tmp_path), '--no-cuda', *flag])
+    opts = study.resolve(['--offline', '--study-dir', str(tmp_path / 's'), '--data-dir', str(tmp_path), '--no-cuda',
+                          *flag])
     with pytest.raises(Reached):
         study.train(opts, 'cmnist', 0, resume=False)
     analyse = importlib.import_module('src.report.numbersense.analyse')
     record_at(monkeypatch, analyse, 'analyse', seen)
-    set_flush_denormal(bool(flag))  # the opposite: the study's analysis sets it
+    set_opposite(flag)  # the study's analysis sets them
     with pytest.raises(Reached):
         study.analyse(opts, str(tmp_path))
-    assert seen == [not flag] * 3
+    assert seen == [expected(flag)] * 3
 
 
 @pytest.mark.parametrize('script', ['src.report.analyse_ms', 'src.report.analyse_cub',
                                     'src.report.calculate_likelihoods', 'src.report.numbersense.analyse'])
-@pytest.mark.parametrize('flag', [[], ['--ieee-denormals']])
+@pytest.mark.parametrize('flag', FLAGS)
 def test_analysis_scripts_with_the_flag(script, flag, monkeypatch, tmp_path):
     module = importlib.import_module(script)
     seen = []
     record_at(monkeypatch, module, 'load_run', seen)
-    set_flush_denormal(bool(flag))  # the opposite of what the script must set
+    set_opposite(flag)  # the script must set them
     with pytest.raises(Reached):
-        module.main(['--save-dir', str(tmp_path), *flag])
-    assert seen == [not flag]
+        module.main(['--save-dir', str(tmp_path), '--no-cuda', *flag])
+    assert seen == [expected(flag)]
 
 
-@pytest.mark.parametrize('flag', [[], ['--ieee-denormals']])
+@pytest.mark.parametrize('flag', FLAGS)
 def test_benchmarks_with_the_flag(flag, monkeypatch):
     sys.path.insert(0, os.path.join(ROOT, 'bench'))
     try:
@@ -104,8 +129,8 @@ def test_benchmarks_with_the_flag(flag, monkeypatch):
     seen = []
     record_at(monkeypatch, bench, 'measure', seen)
     with pytest.raises(Reached):
-        bench.run_one(bench.bench_parser().parse_args(flag), 'test')
+        bench.run_one(bench.bench_parser().parse_args(['--no-cuda', *flag]), 'test')
     record_at(monkeypatch, denormals, 'setup_training', seen)
     with pytest.raises(Reached):  # counts subnormals: IEEE whatever the flag
-        denormals.main(['--model', 'mnist', *flag])
-    assert seen == [not flag, False]
+        denormals.main(['--model', 'mnist', '--no-cuda', *flag])
+    assert seen == [expected(flag), (False, expected(flag)[1])]

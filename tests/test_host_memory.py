@@ -1,7 +1,7 @@
 """Freed host memory kept for the next step on the CPU by default, glibc's behaviour with
---return-host-memory (src/numerics.py), in every entry point: training (main.py, the study), the
-benchmarks and the analysis scripts. Kept is observed where it matters: a large tensor allocated
-and filled again costs no page faults, where glibc maps it anew each time."""
+--return-host-memory (src/numerics.py; in every entry point: tests/test_denormals.py). Kept is
+observed where it matters: a large tensor allocated and filled again costs no page faults, where
+glibc maps it anew each time; bench.py's reference steps run with glibc's behaviour."""
 import importlib
 import os
 import resource
@@ -10,10 +10,7 @@ import sys
 import pytest
 import torch
 
-import main as main_module
-import src.numbersense_study as study
 from src import numerics, train
-from src.cli import parse_args
 from src.numerics import host_memory, host_memory_kept, keep_host_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,52 +59,6 @@ def test_training_numerics_keep_on_the_cpu_unless_returned_and_restore(device, g
     with train.training_numerics(torch.device(device), return_host_memory=give_back):
         assert host_memory_kept() is (kept and numerics._glibc() is not None)
     assert not host_memory_kept()
-
-
-def test_flag_default_off_and_not_compared_on_a_study_resume():
-    assert parse_args([]).return_host_memory is False
-    assert parse_args(['--return-host-memory']).return_host_memory is True
-    assert 'return_host_memory' not in study.expected_flags(['--return-host-memory'])  # no effect on results
-
-
-def record_at(monkeypatch, module, name, seen):
-    def reached(*a, **k):
-        seen.append(host_memory_kept())
-        raise Reached
-    monkeypatch.setattr(module, name, reached)
-
-
-@glibc
-@pytest.mark.parametrize('flag', [[], ['--return-host-memory']])
-def test_main_and_the_study_with_the_flag(flag, monkeypatch, tmp_path):
-    seen = []
-    record_at(monkeypatch, train, 'setup_training', seen)
-    with pytest.raises(Reached):
-        main_module.main(['--model', 'mnist', '--out-dir', str(tmp_path), '--no-cuda', *flag])
-    opts = study.resolve(['--offline', '--study-dir', str(tmp_path / 's'), '--data-dir', str(tmp_path), '--no-cuda',
-                          *flag])
-    with pytest.raises(Reached):
-        study.train(opts, 'cmnist', 0, resume=False)
-    analyse = importlib.import_module('src.report.numbersense.analyse')
-    record_at(monkeypatch, analyse, 'analyse', seen)
-    keep_host_memory(bool(flag))  # the opposite: the study's analysis sets it
-    with pytest.raises(Reached):
-        study.analyse(opts, str(tmp_path))
-    assert seen == [not flag] * 3
-
-
-@glibc
-@pytest.mark.parametrize('script', ['src.report.analyse_ms', 'src.report.analyse_cub',
-                                    'src.report.calculate_likelihoods', 'src.report.numbersense.analyse'])
-@pytest.mark.parametrize('flag', [[], ['--return-host-memory']])
-def test_analysis_scripts_with_the_flag(script, flag, monkeypatch, tmp_path):
-    module = importlib.import_module(script)
-    seen = []
-    record_at(monkeypatch, module, 'load_run', seen)
-    keep_host_memory(bool(flag))  # the opposite of what the script must set
-    with pytest.raises(Reached):
-        module.main(['--save-dir', str(tmp_path), '--no-cuda', *flag])
-    assert seen == [not flag]
 
 
 @glibc
