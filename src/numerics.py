@@ -119,9 +119,10 @@ _LIBC = []
 
 
 def _glibc():
+    """The process's C library if it is glibc (None elsewhere: musl, macOS, Windows)."""
     if not _LIBC:
-        libc = ctypes.CDLL(None)
-        _LIBC.append(libc if platform.libc_ver()[0] == 'glibc' and hasattr(libc, 'mallopt') else None)
+        libc = ctypes.CDLL(None) if platform.libc_ver()[0] == 'glibc' else None
+        _LIBC.append(libc if hasattr(libc, 'mallopt') else None)
     return _LIBC[0]
 
 
