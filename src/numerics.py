@@ -73,10 +73,12 @@ def _libgomp():
 # A training step allocates and frees tensors of tens to hundreds of MB (the decoders' activations and
 # gradients for K x batch samples). glibc's malloc serves a block above its mmap threshold (which adapts
 # up to 32 MiB) with a fresh mmap and unmaps it when freed, so every step touches those pages anew: a
-# page fault and a zeroed page per 4 KiB, a fifth of a paper step on the CPU (docs/performance.md).
+# page fault and a zeroed page per 4 KiB: a paper step took 3.0 s instead of 1.8 s on 2 cores
+# (docs/performance.md).
 # Kept: every block from the heap and freed memory kept there for the next step, as torch's CUDA caching
 # allocator keeps GPU memory. The price is resident memory: the process stays at its peak, and glibc's
-# aligned allocations (torch's) leave some freed blocks unused, about 0.4 GiB more for a paper step.
+# aligned allocations (torch's) leave some freed blocks unused: 2.5 GB instead of 1.9 GB at the peak of
+# a paper run, steady from its first epoch on.
 # glibc's mallopt parameters (malloc.h):
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
 KEEP = {M_MMAP_MAX: 0, M_TRIM_THRESHOLD: 2 ** 31 - 1}
@@ -100,6 +102,7 @@ def keep_host_memory(keep):
 
 
 def host_memory_kept():
+    """Whether freed host memory is kept now (keep_host_memory)."""
     return _KEPT[0]
 
 
