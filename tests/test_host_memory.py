@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from src import numerics, train
+from src.models import MODELS
 from src.numerics import host_memory, host_memory_kept, keep_host_memory
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,9 +96,7 @@ def test_bench_runs_the_released_step_with_glibcs_behaviour(monkeypatch):
     args = bench.bench_parser().parse_args(['--model', 'mnist', '--offline', '--released', '--no-cuda'])
     args.first_steps, args.steps = 1, 1
     device = torch.device('cpu')
-    run = {'model': torch.nn.Linear(1, 1), 'objective': None, 'optimizer': None, 'train_data': [0]}
-    monkeypatch.setattr(bench, 'released_model', lambda run, args, device: (torch.nn.Linear(1, 1), None, None,
-                                                                             (True, False)))
+    run = {'model': MODELS['mnist'](args), 'objective': None, 'optimizer': None, 'train_data': [0]}
     with train.training_numerics(device):
         bench.training_steps(run, args, device, iter([(None, None)] * 4))
     assert seen == {'optimised': {True}, 'released': {False}}
