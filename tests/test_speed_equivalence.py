@@ -131,7 +131,8 @@ def test_phase_transposed_convolution_equals_torchs(c_in, c_out, h, w, dtype):
         assert_close(g_phase, g_torch, TOL[dtype])
 
 
-def test_phase_transposed_convolution_under_bf16_autocast():
+@pytest.mark.parametrize('x_dtype', [torch.bfloat16, torch.float32])
+def test_phase_transposed_convolution_under_bf16_autocast(x_dtype):
     """--amp: bfloat16 out and float32 gradients for float32 parameters, as torch's layer under autocast."""
     torch.manual_seed(0)
     x, weight, bias = torch.randn(2, 8, 5, 5), torch.randn(8, 3, 4, 4), torch.randn(3)
@@ -139,7 +140,7 @@ def test_phase_transposed_convolution_under_bf16_autocast():
     for f in (PhaseConvTranspose.apply, lambda *a: nn.functional.conv_transpose2d(*a, stride=2, padding=1)):
         inputs = [t.clone().requires_grad_() for t in (x, weight, bias)]
         with torch.autocast('cpu', dtype=torch.bfloat16):
-            out = f(inputs[0].to(torch.bfloat16), *inputs[1:])
+            out = f(inputs[0].to(x_dtype), *inputs[1:])
         res.append((out, torch.autograd.grad(out.float().square().sum(), inputs)))
     (out, grads), (out_ref, grads_ref) = res
     assert out.dtype == out_ref.dtype == torch.bfloat16

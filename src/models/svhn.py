@@ -70,27 +70,35 @@ class Dec(nn.Module):
         return h.view(*z.shape[:-1], *DATA_SIZE), torch.full((), LIKELIHOOD_SCALE, device=z.device)
 
 
-# Output row 2i + a of a ConvTranspose2d(kernel 4, stride 2, padding 1) takes input row i + u - 1 through
-# kernel row a + 3 - 2u, for the u = 0, 1, 2 where that row exists (0 to 3); 4 marks a zero row. Columns alike.
-PHASE_TAPS = torch.tensor([[a + 3 - 2 * u if 0 <= a + 3 - 2 * u <= 3 else 4 for u in range(3)] for a in range(2)])
+# Output row 2i + a of a ConvTranspose2d(kernel 4, stride 2, padding 1) is the sum, over taps t = 0, 1, of input
+# row i + a + t - 1 (row i + a + t of the input padded by 1) through kernel row 3 - a - 2t. Columns alike.
+PHASE_TAPS = torch.tensor([[3 - a - 2 * t for t in range(2)] for a in range(2)])
 
 
 class PhaseConvTranspose(torch.autograd.Function):
-    """ConvTranspose2d(kernel 4, stride 2, padding 1) computed forward as a 3x3 convolution (padding 1) into its
-    four output phases, 4 x C_out channels whose kernels hold each phase's 2x2 taps and zeros, then a pixel
-    shuffle; backward as the transposed convolution's own. With 3 output channels (the SVHN decoder's last
-    layer) oneDNN runs the transposed convolution forward at 13 % of the CPU's matmul peak; the phase form,
-    2.25 times its FLOPs, takes half its time (docs/performance.md). Values equal up to float rounding
+    """ConvTranspose2d(kernel 4, stride 2, padding 1) computed forward as one 2x2 convolution of the input padded
+    by 1, into 4 x C_out channels (the four output phases (a, b), each with its 2x2 taps of the kernel), whose
+    phase (a, b) is its (H+1) x (W+1) output from offset (a, b); one strided copy interleaves the phases.
+    Backward as the transposed convolution's own. With 3 output channels (the SVHN decoder's last layer) oneDNN
+    runs the transposed convolution forward at 13 % of the CPU's matmul peak; the phase form, 1.13 times its
+    FLOPs, takes about a third of its time (docs/performance.md). Values equal up to float rounding
     (tests/test_speed_equivalence.py)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias):
-        c_in, c_out = weight.shape[:2]
-        rows = PHASE_TAPS.to(x.device)
-        w = F.pad(weight.to(x.dtype), (0, 1, 0, 1))[:, :, rows[:, :, None, None], rows[None, None]]
-        w = w.permute(1, 2, 4, 0, 3, 5).reshape(4 * c_out, c_in, 3, 3)  # channel (c, a, b): pixel_shuffle's order
+        n, c_in, h, w = x.shape
+        c_out = weight.shape[1]
+        taps = PHASE_TAPS.to(x.device)
+        k = weight.to(x.dtype)[:, :, taps[:, :, None, None], taps[None, None]]  # (c_in, c_out, a, t, b, s)
+        k = k.permute(2, 4, 1, 0, 3, 5).reshape(4 * c_out, c_in, 2, 2)  # channel (a, b, c_out)
+        y = F.conv2d(x, k, bias.to(x.dtype).repeat(4), padding=1).contiguous()  # (n, 4 c_out, h + 1, w + 1)
         ctx.save_for_backward(x, weight)
-        return F.pixel_shuffle(F.conv2d(x, w, bias.to(x.dtype).repeat_interleave(4), padding=1), 2)
+        # out[:, c, 2i + a, 2j + b] = y[:, (a, b, c), i + a, j + b]: a and b step through y by a phase block
+        # plus one row (a) or one column (b)
+        s_n, s_c, s_h, _ = y.stride()
+        s_b = c_out * s_c
+        phases = y.as_strided((n, c_out, h, 2, w, 2), (s_n, s_c, s_h, 2 * s_b + s_h, 1, s_b + 1))
+        return y.new_empty(n, c_out, h, 2, w, 2).copy_(phases).view(n, c_out, 2 * h, 2 * w)
 
     @staticmethod
     def backward(ctx, grad):
