@@ -286,21 +286,25 @@ def released_model(run, args, device):
     return ref, objective, build_optimizer(args, ref), (True, False)
 
 
-def released_computation(run, args, device):
-    """A model with the released SVHN decoder and the same weights, and its float32 training objective."""
+def model_copy(run, args, device):
+    """A model with the run's initial weights, and its float32 training objective."""
     ref = MODELS[args.model](args).to(device)
     ref.load_state_dict(run['model'].state_dict())
-    use_released_decoders(ref)
     return ref, get_objective(ref.training_objectives(args), args.obj, args.looser, args.dreg_estimator == 'true')
+
+
+def released_computation(run, args, device):
+    """A model with the released SVHN decoder and the same weights, and its float32 training objective."""
+    ref, objective = model_copy(run, args, device)
+    use_released_decoders(ref)
+    return ref, objective
 
 
 def float32_model(run, args, device):
     """This code's float32 step (same initial weights, flags and numerics, without --amp)."""
-    ref = MODELS[args.model](args).to(device)
-    ref.load_state_dict(run['model'].state_dict())
+    ref, objective = model_copy(run, args, device)
     if args.compile:
         compile_networks(ref)
-    objective = get_objective(ref.training_objectives(args), args.obj, args.looser, args.dreg_estimator == 'true')
     return ref, objective, build_optimizer(args, ref), numerics(args, device)
 
 
